@@ -1,0 +1,36 @@
+"""Pure-JAX spatial transformer ops: grid generators, transforms and samplers.
+
+Importing this package pulls in jax and numpy only.
+
+>>> from stn_jax import ops
+>>> import jax.numpy as jnp
+>>> images = jnp.zeros((2, 28, 28, 1))
+>>> theta = jnp.tile(jnp.array([1.0, 0, 0, 0, 1, 0]), (2, 1))
+>>> ops.warp(images, theta, (28, 28)).shape
+(2, 28, 28, 1)
+"""
+
+from stn_jax.ops.grids import (affine_grid, attention_grid, base_coordinates,
+                               default_control_points, identity_grid, projective_grid,
+                               tps_grid, tps_transform_points)
+from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
+from stn_jax.ops.transforms import TRANSFORMS, Transform, get_transform, warp
+
+__all__ = [
+    "MODES",
+    "PADDING_MODES",
+    "TRANSFORMS",
+    "Transform",
+    "affine_grid",
+    "attention_grid",
+    "base_coordinates",
+    "default_control_points",
+    "get_transform",
+    "identity_grid",
+    "projective_grid",
+    "sample",
+    "sample_separable",
+    "tps_grid",
+    "tps_transform_points",
+    "warp",
+]

@@ -1,0 +1,311 @@
+"""Samplers: read an image at the coordinates of a grid.
+
+Values and gradients follow ``torch.nn.functional.grid_sample`` (the image here
+is NHWC, there NCHW), including its sub-gradient choices: at an integer
+coordinate the bilinear kernel ``max(0, 1 - |x - m|)`` is differentiated on the
+cell ``[floor(x), floor(x) + 1]``, and a coordinate clipped onto the border gets
+zero gradient.
+
+Non-finite coordinates, which PyTorch turns into NaN (or worse), are defined
+here: a coordinate that is NaN, or infinite after padding, points nowhere; the
+sample is 0 and it sends no gradient anywhere. With ``padding_mode='border'``
+an infinite coordinate is clipped onto the edge, so it reads the edge (in
+every mode); with ``'reflection'`` an infinite one has no reflection and reads 0.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from stn_jax.ops import _checks
+from stn_jax.ops.grids import compute_dtype
+
+__all__ = ["MODES", "PADDING_MODES", "sample", "sample_separable"]
+
+MODES = ("bilinear", "nearest", "bicubic")
+PADDING_MODES = ("zeros", "border", "reflection")
+
+_CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic convolution constant.
+
+
+# 1-D coordinate maths, shared by the general and the separable sampler. -----
+
+
+def _unnormalize(coord, size: int, align_corners: bool):
+  if align_corners:
+    return (coord + 1.0) * (0.5 * (size - 1))
+  return ((coord + 1.0) * size - 1.0) * 0.5
+
+
+def _clip_with_border_grad(coord, size: int):
+  """Clips to ``[0, size - 1]``; gradient 1 strictly inside, 0 on and beyond the borders."""
+  inside = (coord > 0) & (coord < size - 1)
+  return jnp.where(inside, coord, jax.lax.stop_gradient(jnp.clip(coord, 0, size - 1)))
+
+
+def _reflect(coord, size: int, align_corners: bool):
+  """Reflects into the image the way PyTorch does, with gradient +1 or -1 per fold."""
+  if align_corners:
+    lo, span = 0.0, float(size - 1)
+  else:
+    lo, span = -0.5, float(size)
+  c = jax.lax.stop_gradient(coord)
+  if span == 0:
+    return jnp.zeros_like(coord)
+  rel = c - lo
+  sign = jnp.where(rel < 0, -1.0, 1.0).astype(c.dtype)
+  rel = jnp.abs(rel)
+  extra = jnp.fmod(rel, span)
+  odd = jnp.fmod(jnp.floor(rel / span), 2.0) == 1
+  value = jnp.where(odd, span - extra, extra) + lo
+  slope = jnp.where(odd, -sign, sign)
+  # Straight-through: the value of `value`, the derivative `slope`.
+  return value + slope * (coord - c)
+
+
+def _pad_coordinate(coord, size: int, padding_mode: str, align_corners: bool):
+  if padding_mode == "border":
+    return _clip_with_border_grad(coord, size)
+  if padding_mode == "reflection":
+    return _clip_with_border_grad(_reflect(coord, size, align_corners), size)
+  return coord
+
+
+def _cubic_weights(t):
+  """The four bicubic convolution weights for fractional offset ``t`` in [0, 1)."""
+  a = _CUBIC_A
+
+  def near(s):  # |s| <= 1
+    return ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0
+
+  def far(s):  # 1 < |s| < 2
+    return ((a * s - 5.0 * a) * s + 8.0 * a) * s - 4.0 * a
+
+  return jnp.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], -1)
+
+
+def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: bool):
+  """Integer tap positions and weights along one axis.
+
+  Args:
+    coord: normalised coordinates, any shape ``S``.
+
+  Returns:
+    ``(index, weight)``, each of shape ``S + (K,)`` with K = 1, 2 or 4 taps:
+    ``index`` int32 within ``[0, size)``, ``weight`` zero for taps that fall
+    outside the image (zeros padding) or belong to a coordinate that points nowhere.
+  """
+  x = _unnormalize(coord, size, align_corners)
+  if mode != "bicubic":
+    x = _pad_coordinate(x, size, padding_mode, align_corners)
+  elif padding_mode == "border":
+    # Beyond [-2, size + 1] every tap clips onto the edge and the weights sum
+    # to 1, so clipping there changes nothing but lets +-inf read the edge.
+    inside = (x >= -2.0) & (x <= size + 1.0)
+    x = jnp.where(inside, x, jax.lax.stop_gradient(jnp.clip(x, -2.0, size + 1.0)))
+  # Arithmetic on a non-finite coordinate would leak NaN into the gradients
+  # even where its weights are masked, so compute with 0 and mask at the end.
+  finite = jnp.isfinite(x)
+  x = jnp.where(finite, x, 0.0)
+  if mode == "bicubic":
+    # PyTorch pads each integer tap, not the continuous coordinate.
+    x0 = jnp.floor(jax.lax.stop_gradient(x))
+    weight = _cubic_weights(x - x0)
+    pos = x0[..., None] + jnp.arange(-1.0, 3.0, dtype=x.dtype)
+    if padding_mode != "zeros":
+      pos = _pad_coordinate(pos, size, padding_mode, align_corners)
+      pos = jax.lax.stop_gradient(pos)
+  else:
+    if mode == "nearest":
+      pos = jnp.round(jax.lax.stop_gradient(x))[..., None]  # half to even, as nearbyint
+      weight = jnp.ones_like(pos)
+    else:
+      x0 = jnp.floor(jax.lax.stop_gradient(x))
+      frac = x - x0
+      weight = jnp.stack([1.0 - frac, frac], -1)
+      pos = jnp.stack([x0, x0 + 1.0], -1)
+  valid = (pos >= 0) & (pos <= size - 1) & finite[..., None]
+  index = jnp.where(valid, pos, 0).astype(jnp.int32)
+  weight = jnp.where(valid, weight, 0.0)
+  return index, weight
+
+
+# The general sampler. --------------------------------------------------------
+
+
+def _check_sample_args(image, grid, mode, padding_mode):
+  _checks.check_choice(mode, "mode", MODES)
+  _checks.check_choice(padding_mode, "padding_mode", PADDING_MODES)
+  ishape = _checks.check_min_rank(image, "image", 3, "(..., H, W, C)")
+  gshape = _checks.check_trailing(grid, "grid", (2,), "(..., Ho, Wo, 2)")
+  _checks.check_min_rank(grid, "grid", 3, "(..., Ho, Wo, 2)")
+  _checks.check_floating(image, "image")
+  _checks.check_floating(grid, "grid")
+  if ishape[:-3] != gshape[:-3]:
+    raise ValueError(
+        f"`image` and `grid` must have the same leading (batch) dimensions, but `image` has "
+        f"shape {ishape} (batch {ishape[:-3]}) and `grid` has shape {gshape} (batch "
+        f"{gshape[:-3]}); broadcast one of them first, e.g. with jnp.broadcast_to.")
+  if ishape[-3] < 1 or ishape[-2] < 1:
+    raise ValueError(f"`image` must have non-empty height and width, but got shape {ishape}.")
+  return ishape, gshape
+
+
+def _gather_tap(image, iy, ix, a: int, b: int, width: int):
+  """Values (N, P, C) of tap (a, b): row iy[..., a], column ix[..., b] of the flat image."""
+  index = iy[..., a] * width + ix[..., b]
+  return jnp.take_along_axis(image, index[..., None], axis=1, mode="promise_in_bounds"), index
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _weighted_gather(image, iy, ix, wy, wx, width):
+  """sum_ab wy[..., a] wx[..., b] image[n, iy[..., a] * width + ix[..., b]].
+
+  image (N, H*W, C); iy, wy (N, P, K); ix, wx (N, P, K) -> (N, P, C). One
+  gather per tap: XLA on CPU fuses a single K*K-wide gather with its index
+  arithmetic into a loop several times slower.
+  """
+  k = iy.shape[-1]
+  out = 0.0
+  for a in range(k):
+    for b in range(k):
+      tap, _ = _gather_tap(image, iy, ix, a, b, width)
+      out = out + (wy[..., a] * wx[..., b])[..., None] * tap.astype(wy.dtype)
+  return out
+
+
+def _weighted_gather_fwd(image, iy, ix, wy, wx, width):
+  # Only the inputs are kept: the taps are gathered again in the backward
+  # pass, which is cheap and keeps no (N, P, K*K, C) residual alive.
+  return _weighted_gather(image, iy, ix, wy, wx, width), (image, iy, ix, wy, wx)
+
+
+def _weighted_gather_bwd(width, residuals, ct):
+  image, iy, ix, wy, wx = residuals
+  k = iy.shape[-1]
+  d_wy, d_wx = [0.0] * k, [0.0] * k
+  indices, updates = [], []
+  for a in range(k):
+    for b in range(k):
+      tap, index = _gather_tap(image, iy, ix, a, b, width)
+      dot = jnp.sum(tap.astype(ct.dtype) * ct, axis=-1)  # (N, P)
+      d_wy[a] = d_wy[a] + wx[..., b] * dot
+      d_wx[b] = d_wx[b] + wy[..., a] * dot
+      indices.append(index)
+      updates.append((wy[..., a] * wx[..., b])[..., None] * ct)
+  # One scatter-add for all taps; invalid taps carry weight 0 at index 0.
+  index = jnp.concatenate(indices, axis=1)
+  update = jnp.concatenate(updates, axis=1).astype(image.dtype)
+  batch = jnp.arange(image.shape[0])[:, None]
+  d_image = jnp.zeros_like(image).at[batch, index].add(update, mode="promise_in_bounds")
+  return d_image, None, None, jnp.stack(d_wy, -1), jnp.stack(d_wx, -1)
+
+
+_weighted_gather.defvjp(_weighted_gather_fwd, _weighted_gather_bwd)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "padding_mode", "align_corners"))
+def _sample_flat(image, grid, *, mode, padding_mode, align_corners):
+  """image (N, H, W, C), grid (N, Ho, Wo, 2) -> (N, Ho, Wo, C)."""
+  n, h, w, c = image.shape
+  _, ho, wo, _ = grid.shape
+  g = grid.astype(compute_dtype(grid.dtype)).reshape(n, ho * wo, 2)
+  kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+  ix, wx = _taps_1d(g[..., 0], w, **kw)  # (N, P, K)
+  iy, wy = _taps_1d(g[..., 1], h, **kw)
+  out = _weighted_gather(image.reshape(n, h * w, c), iy, ix, wy, wx, w)
+  return out.reshape(n, ho, wo, c).astype(image.dtype)
+
+
+def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
+           align_corners: bool = False) -> jax.Array:
+  """Samples ``image`` at the normalised coordinates of ``grid``.
+
+  The NHWC counterpart of ``torch.nn.functional.grid_sample``, with the same
+  values and gradients (with respect to image and grid).
+
+  Args:
+    image: ``(..., H, W, C)`` floating-point images.
+    grid: ``(..., Ho, Wo, 2)`` normalised ``(x, y)`` source coordinates; the
+      leading dimensions must equal those of ``image``.
+    mode: ``'bilinear'`` (the paper's kernel), ``'nearest'`` (no gradient with
+      respect to the grid) or ``'bicubic'`` (cubic convolution, a = -0.75).
+    padding_mode: what lies outside the image: ``'zeros'``, ``'border'`` (the
+      edge pixels extend outwards) or ``'reflection'``.
+    align_corners: PyTorch's meaning: ``True`` puts -1 and 1 on the centres of
+      the corner pixels, ``False`` on their outer edges.
+
+  Returns:
+    ``(..., Ho, Wo, C)`` samples, dtype of ``image``. A coordinate that is NaN,
+    or infinite after padding, reads 0 and sends no gradient.
+
+  >>> image = jnp.arange(4.0).reshape(1, 2, 2, 1)
+  >>> grid = jnp.array([[[[0.0, 0.0]]]])  # the centre of the image
+  >>> sample(image, grid).ravel().tolist()
+  [1.5]
+  """
+  ishape, gshape = _check_sample_args(image, grid, mode, padding_mode)
+  batch = ishape[:-3]
+  image = jnp.asarray(image).reshape((-1,) + ishape[-3:])
+  grid = jnp.asarray(grid).reshape((-1,) + gshape[-3:])
+  out = _sample_flat(image, grid, mode=mode, padding_mode=padding_mode,
+                     align_corners=bool(align_corners))
+  return out.reshape(batch + out.shape[1:])
+
+
+# The separable sampler: axis-aligned grids, two matrix products, no gather. --
+
+
+def _interpolation_matrix(coord, size: int, **kw):
+  """(..., S) coordinates -> (..., S, size) matrix whose rows hold each point's tap weights."""
+  index, weight = _taps_1d(coord, size, **kw)
+  one_hot = index[..., None] == jnp.arange(size, dtype=jnp.int32)  # (..., S, K, size)
+  return jnp.einsum("...k,...kn->...n", weight, one_hot.astype(weight.dtype))
+
+
+def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str = "zeros",
+                     align_corners: bool = False) -> jax.Array:
+  """Samples ``image`` on the axis-aligned grid spanned by ``x`` and ``y``.
+
+  Equal to ``sample(image, grid)`` with ``grid[..., i, j, :] = (x[..., j],
+  y[..., i])`` (the grid of any transform without rotation or shear), but
+  computed as ``A_y @ image @ A_x^T`` with two matrix products and no gather,
+  which suits accelerators whose gathers are slow (TPUs) and large batches of
+  crops.
+
+  Args:
+    image: ``(..., H, W, C)`` floating-point images.
+    x: ``(..., Wo)`` normalised x coordinate of each output column.
+    y: ``(..., Ho)`` normalised y coordinate of each output row.
+    mode, padding_mode, align_corners: as in :func:`sample`.
+
+  Returns:
+    ``(..., Ho, Wo, C)`` samples, dtype of ``image``.
+
+  >>> image = jnp.arange(4.0).reshape(1, 2, 2, 1)
+  >>> sample_separable(image, jnp.zeros((1, 1)), jnp.zeros((1, 1))).ravel().tolist()
+  [1.5]
+  """
+  _checks.check_choice(mode, "mode", MODES)
+  _checks.check_choice(padding_mode, "padding_mode", PADDING_MODES)
+  ishape = _checks.check_min_rank(image, "image", 3, "(..., H, W, C)")
+  xshape = _checks.check_min_rank(x, "x", 1, "(..., Wo)")
+  yshape = _checks.check_min_rank(y, "y", 1, "(..., Ho)")
+  for name, shape in (("image", ishape[:-3]), ("x", xshape[:-1]), ("y", yshape[:-1])):
+    if shape != ishape[:-3]:
+      raise ValueError(
+          f"`image`, `x` and `y` must have the same leading (batch) dimensions, but got "
+          f"image {ishape}, x {xshape} and y {yshape}.")
+  for name, arr in (("image", image), ("x", x), ("y", y)):
+    _checks.check_floating(arr, name)
+  image = jnp.asarray(image)
+  ct = compute_dtype(jnp.result_type(x, y))
+  kw = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(align_corners))
+  ay = _interpolation_matrix(jnp.asarray(y, ct), ishape[-3], **kw)  # (..., Ho, H)
+  ax = _interpolation_matrix(jnp.asarray(x, ct), ishape[-2], **kw)  # (..., Wo, W)
+  out = jnp.einsum("...ih,...hwc,...jw->...ijc", ay, image.astype(ct), ax,
+                   precision=jax.lax.Precision.HIGHEST)
+  return out.astype(image.dtype)
