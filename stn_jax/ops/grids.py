@@ -33,7 +33,14 @@ def compute_dtype(dtype):
 
 
 def base_coordinates(size: int, *, align_corners: bool = False) -> np.ndarray:
-  """Normalised centres of ``size`` pixels along one axis (float64 NumPy).
+  """Normalised centres of ``size`` pixels along one axis.
+
+  Args:
+    size: number of pixels.
+    align_corners: PyTorch's meaning.
+
+  Returns:
+    ``(size,)`` float64 NumPy array, left to right.
 
   >>> base_coordinates(2, align_corners=False)
   array([-0.5,  0.5])
@@ -52,7 +59,19 @@ def _homogeneous_base(out_hw, align_corners) -> np.ndarray:
 
 
 def identity_grid(out_hw, *, align_corners: bool = False, dtype=jnp.float32) -> jax.Array:
-  """The grid that samples every output pixel at its own position, ``(H, W, 2)``."""
+  """The grid that samples every output pixel at its own position.
+
+  Args:
+    out_hw: ``(H, W)`` of the grid.
+    align_corners: PyTorch's meaning.
+    dtype: dtype of the result.
+
+  Returns:
+    ``(H, W, 2)`` grid of ``(x, y)`` pixel-centre coordinates.
+
+  >>> identity_grid((1, 2))[0].tolist()
+  [[-0.5, 0.0], [0.5, 0.0]]
+  """
   out_hw = _checks.check_out_hw(out_hw)
   return jnp.asarray(_homogeneous_base(out_hw, align_corners)[..., :2], dtype)
 
@@ -149,7 +168,12 @@ def projective_grid(h, out_hw, *, align_corners: bool = False) -> jax.Array:
   base = jnp.asarray(_homogeneous_base(out_hw, align_corners), ct)
   uvw = jnp.einsum("hwk,...dk->...hwd", base, h.astype(ct),
                    precision=jax.lax.Precision.HIGHEST)
-  grid = uvw[..., :2] / uvw[..., 2:]
+  u, w = uvw[..., :2], uvw[..., 2:]
+  # Where w == 0 the point is at infinity: keep the non-finite value (the
+  # sampler reads it as pointing nowhere) but differentiate a safe division,
+  # or the zero cotangent there times an infinite derivative would be NaN.
+  at_infinity = w == 0
+  grid = jnp.where(at_infinity, jax.lax.stop_gradient(u / w), u / jnp.where(at_infinity, 1, w))
   return grid.astype(h.dtype)
 
 

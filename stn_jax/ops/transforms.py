@@ -195,8 +195,10 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
     out_hw: ``(Ho, Wo)`` of the output.
     transform: a registered name (see :func:`get_transform`) or a :class:`Transform`.
     separable: use the gather-free separable sampler (axis-aligned transforms
-      only). ``None`` (default) chooses it whenever the transform allows it; the
-      results are the same either way, up to float rounding.
+      only; the results are the same either way, up to float rounding).
+      ``None`` (default) uses it for axis-aligned transforms on TPU, whose
+      gathers are slow; on CPU the gather was measured faster for large
+      images (docs/performance.md), so elsewhere it is opt-in.
     **sample_kwargs: ``mode``, ``padding_mode``, ``align_corners``, as in :func:`sample`.
 
   Returns:
@@ -220,7 +222,7 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
         f"{ishape[:-3]}) but `params` has shape {pshape} (batch {pshape[:-1]}).")
   align_corners = sample_kwargs.get("align_corners", False)
   if separable is None:
-    separable = t.separable
+    separable = t.separable and jax.default_backend() == "tpu"
   if separable:
     if not t.separable:
       raise ValueError(f"separable=True needs an axis-aligned transform, and "
