@@ -1,0 +1,53 @@
+"""The conventions of the public API, and what importing stn_jax.ops pulls in."""
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from stn_jax import ops
+
+FUNCTIONS = [name for name in ops.__all__ if inspect.isfunction(getattr(ops, name))]
+
+
+def test_public_names_exist():
+  for name in ops.__all__:
+    assert hasattr(ops, name), name
+  assert {"affine_grid", "sample", "projective_grid", "tps_grid", "attention_grid",
+          "get_transform", "warp"} <= set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_docstrings_have_args_returns_and_an_example(name):
+  doc = inspect.getdoc(getattr(ops, name))
+  assert doc, f"{name} has no docstring"
+  assert "Returns" in doc or "return" in doc.lower(), name
+  if name in ("affine_grid", "sample", "projective_grid", "tps_grid", "attention_grid",
+              "get_transform", "warp", "sample_separable"):
+    assert "Args:" in doc and "Returns:" in doc and ">>>" in doc, name
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_options_are_keyword_only(name):
+  params = inspect.signature(getattr(ops, name)).parameters
+  for option in ("mode", "padding_mode", "align_corners", "control_points", "regularization",
+                 "transform", "separable"):
+    if option in params:
+      assert params[option].kind is inspect.Parameter.KEYWORD_ONLY, (name, option)
+
+
+def test_import_pulls_in_jax_and_numpy_only():
+  code = (
+      "import sys\n"
+      "import stn_jax.ops\n"
+      "heavy = ['flax', 'optax', 'orbax', 'grain', 'tensorflow', 'tensorflow_datasets',\n"
+      "         'torch', 'matplotlib', 'PIL', 'ml_collections', 'absl.flags']\n"
+      "print(sorted(m for m in heavy if m in sys.modules))\n"
+      "print(sorted(m for m in sys.modules if m.startswith('stn_jax')))\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+  loaded_heavy, ours = result.stdout.strip().splitlines()
+  assert loaded_heavy == "[]"
+  assert all(m.startswith(("stn_jax.ops", "'stn_jax'")) or m == "stn_jax"
+             for m in eval(ours)), ours

@@ -1,0 +1,88 @@
+"""Gradients checked numerically with jax.test_util.check_grads.
+
+The bilinear kernel has kinks at integer pixel positions and clipping has
+kinks at the borders; there a central difference averages the two one-sided
+slopes while the sampler (like torch) returns the slope of the cell to the
+right. So the grid gradient is checked numerically just beside those points
+(on both sides), and exactly on them against the reference in
+test_sample_reference.py. The image gradient is linear and is checked exactly
+on them. Bicubic is C1, so its grid gradient is checked exactly on integers too.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from grid_cases import pixel_coordinates, random_grid
+from stn_jax import ops
+
+OPTIONS = list(itertools.product(ops.MODES, ops.PADDING_MODES, [False, True]))
+
+
+def _sampler(**kw):
+  return lambda image, grid: ops.sample(image, grid, **kw)
+
+
+@pytest.mark.parametrize("mode,padding_mode,align_corners", OPTIONS)
+def test_image_gradient_including_integer_positions_and_borders(x64, mode, padding_mode,
+                                                                align_corners):
+  rng = np.random.default_rng(0)
+  h, w = (5, 9) if align_corners else (4, 8)
+  image = rng.normal(size=(2, h, w, 2))
+  grid = random_grid(rng, 2, 2, 8, h, w, align_corners)
+  f = _sampler(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+  check_grads(lambda i: f(i, grid), (image,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode,padding_mode,align_corners",
+                         [o for o in OPTIONS if o[0] != "nearest"])
+@pytest.mark.parametrize("side", [-1, 1])
+def test_grid_gradient_beside_integer_positions_and_borders(x64, mode, padding_mode,
+                                                            align_corners, side):
+  rng = np.random.default_rng(1)
+  h, w = (5, 9) if align_corners else (4, 8)
+  image = rng.normal(size=(1, h, w, 2))
+  # Every integer pixel position, including both edges, nudged to one side.
+  xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+  grid = np.stack([pixel_coordinates(xs, w, align_corners),
+                   pixel_coordinates(ys, h, align_corners)], -1)[None]
+  grid = grid + side * 1e-3
+  f = _sampler(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+  check_grads(lambda g: f(image, g), (grid,), order=1, modes=["rev"], eps=1e-5,
+              atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_bicubic_grid_gradient_exactly_at_interior_integer_positions(x64, padding_mode):
+  rng = np.random.default_rng(2)
+  image = rng.normal(size=(1, 8, 8, 1))
+  xs, ys = np.meshgrid(np.arange(2, 6), np.arange(2, 6))
+  grid = np.stack([pixel_coordinates(xs, 8, False), pixel_coordinates(ys, 8, False)], -1)[None]
+  f = _sampler(mode="bicubic", padding_mode=padding_mode)
+  # C1 but not C2 there: the central difference is only O(eps) accurate.
+  check_grads(lambda g: f(image, g), (grid,), order=1, modes=["rev"], eps=1e-8,
+              atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["affine", "attention", "projective", "tps",
+                                  "rotation_scale_translation", "scale_translation"])
+def test_warp_gradient_with_respect_to_parameters(x64, name):
+  rng = np.random.default_rng(3)
+  t = ops.get_transform(name)
+  image = rng.normal(size=(2, 9, 11, 1))
+  params = np.asarray(t.identity(jnp.float64)) + 0.05 * rng.normal(size=(2, t.num_params))
+  f = lambda p: ops.warp(image, p, (7, 6), transform=name, padding_mode="border")
+  check_grads(f, (params,), order=1, modes=["rev"], eps=1e-6, atol=1e-5, rtol=1e-5)
+
+
+def test_second_order_reverse_mode(x64):
+  """The custom VJP is itself differentiable (e.g. for gradient penalties)."""
+  rng = np.random.default_rng(4)
+  image = rng.normal(size=(1, 6, 6, 1))
+  grid = rng.uniform(-0.9, 0.9, size=(1, 3, 3, 2))
+  loss = lambda i: jnp.sum(ops.sample(i, grid) ** 2)
+  check_grads(loss, (image,), order=2, modes=["rev"], atol=1e-6, rtol=1e-6)
