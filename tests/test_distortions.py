@@ -1,0 +1,154 @@
+"""The paper's distortions: shapes, parameter ranges checked through the
+transforms, geometry checked on the pixels, determinism per key."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stn_jax.datasets import distortions as D
+
+KEY = jax.random.key(0)
+
+
+def _digits(n=16, seed=0):
+  """Blobs with a bright 6x6 core at the centre and random faint strokes."""
+  rng = np.random.default_rng(seed)
+  d = rng.uniform(0, 0.3, (n, 28, 28)).astype(np.float32) * (rng.uniform(size=(n, 28, 28)) > 0.8)
+  d[:, 11:17, 11:17] = 1.0
+  return jnp.asarray(d)
+
+
+def _centre_of_mass(image):
+  image = np.asarray(image)
+  ys, xs = np.mgrid[:image.shape[0], :image.shape[1]]
+  return np.array([(xs * image).sum(), (ys * image).sum()]) / image.sum()
+
+
+@pytest.mark.parametrize("name,hw", [("R", 28), ("RTS", 42), ("P", 28), ("E", 28), ("TC", 60)])
+def test_shapes_dtypes_and_range(name, hw):
+  images, _ = D.distort_batch(name, KEY, _digits())
+  assert images.shape == (16, hw, hw, 1) and images.dtype == jnp.float32
+  assert float(images.min()) >= 0 and float(images.max()) <= 1.0 + 1e-6
+  assert float(images.max()) > 0.5  # the digit is there
+
+
+def test_rotation_angles_in_range_and_theta_is_that_rotation():
+  _, p = D.distort_batch("R", KEY, _digits(64))
+  angle = np.asarray(p["angle"])
+  assert angle.min() >= -np.pi / 2 and angle.max() <= np.pi / 2
+  assert angle.min() < -1.0 and angle.max() > 1.0  # the range is used, not a corner of it
+  theta = np.asarray(p["theta"])
+  np.testing.assert_allclose(np.arctan2(theta[:, 0, 1], theta[:, 0, 0]), angle, atol=1e-5)
+  np.testing.assert_allclose(theta[:, :, 2], 0, atol=1e-7)
+
+
+def test_rts_parameters_through_the_transform_and_on_the_pixels():
+  digits = jnp.zeros((64, 28, 28)).at[:, 12:16, 12:16].set(1.0)  # a centred square
+  images, p = D.distort_batch("RTS", KEY, digits)
+  theta = np.asarray(p["theta"])
+  scale = np.asarray(p["scale"])
+  # |det A| = (42 / (28 s))^2 recovers the scale; the canvas point that reads
+  # the digit's centre (A x + t = 0) is the placed centre.
+  det = np.abs(np.linalg.det(theta[:, :, :2]))
+  np.testing.assert_allclose(42 / 28 / np.sqrt(det), scale, rtol=1e-5)
+  assert scale.min() >= 0.7 and scale.max() <= 1.2
+  angle = np.asarray(p["angle"])
+  assert np.abs(angle).max() <= np.pi / 4
+  x = np.linalg.solve(theta[:, :, :2], -theta[:, :, 2:])[..., 0]
+  centre = (x + 1) * 21
+  np.testing.assert_allclose(centre, p["centre"], atol=1e-3)
+  half = 14 * scale[:, None]
+  assert np.all(centre >= half - 1e-4) and np.all(centre <= 42 - half + 1e-4)
+  # On the pixels: the square's centre of mass sits at the centre (pixel
+  # centres are at integer + 0.5 in these continuous coordinates).
+  for i in range(8):
+    np.testing.assert_allclose(_centre_of_mass(images[i, :, :, 0]) + 0.5, centre[i], atol=0.1)
+
+
+def test_projective_moves_the_corners_where_it_says():
+  _, p = D.distort_batch("P", KEY, _digits(32))
+  h = np.concatenate([np.asarray(p["h"]), np.ones((32, 1))], 1).reshape(32, 3, 3)
+  corners = np.asarray(p["corners"])
+  homog = np.einsum("bij,bkj->bki", h, np.concatenate([corners, np.ones((32, 4, 1))], -1))
+  np.testing.assert_allclose(homog[..., :2] / homog[..., 2:], np.broadcast_to(D.CORNERS, (32, 4, 2)),
+                             atol=1e-4)
+  scale = np.asarray(p["scale"])
+  assert scale.min() >= 0.75 and scale.max() <= 1.0
+  noise_px = (corners - np.asarray(D.CORNERS) * scale[:, None, None]) * 14
+  assert 3.5 < noise_px.std() < 6.5  # N(0, 5 px) over 256 values
+
+
+def test_elastic_offsets_have_the_papers_spread():
+  _, p = D.distort_batch("E", KEY, _digits(64))
+  offsets_px = np.asarray(p["offsets"]) * 14
+  assert offsets_px.shape == (64, 16, 2)
+  assert abs(offsets_px.std() - 1.5) < 0.1 and abs(offsets_px.mean()) < 0.1
+  scale = np.asarray(p["scale"])
+  assert scale.min() >= 0.75 and scale.max() <= 1.0
+
+
+def test_elastic_with_zero_offsets_is_a_pure_scale():
+  digit = _digits(1)[0]
+  image, params = D.elastic(KEY, digit)
+  # Same scale, no TPS offsets: an affine zoom by 1/scale about the centre.
+  zoom, _ = D._affine(digit, jnp.eye(2) / params["scale"], jnp.zeros(2), (28, 28))
+  grid = D.ops.tps_grid(jnp.zeros((16, 2)), (28, 28)) / params["scale"]
+  np.testing.assert_allclose(D._warp(digit, grid), zoom, atol=1e-5)
+  assert image.shape == (28, 28, 1)
+
+
+def test_translated_cluttered_places_the_digit_and_six_patches():
+  digits = _digits(16)
+  images, p = D.distort_batch("TC", KEY, digits)
+  for i in range(16):
+    top, left = int(p["top"][i]), int(p["left"][i])
+    assert 0 <= top <= 32 and 0 <= left <= 32
+    box = np.asarray(images[i, top:top + 28, left:left + 28, 0])
+    assert np.all(box >= np.asarray(digits[i]) - 1e-7)  # the digit is there, whole
+    outside = np.asarray(images[i, :, :, 0]).copy()
+    outside[top:top + 28, left:left + 28] = 0
+    assert np.count_nonzero(outside) <= 6 * 36
+
+
+def test_addition_puts_each_digit_in_its_own_channel():
+  a = _digits(1)[0]
+  image, p = D.addition(KEY, a, jnp.zeros((28, 28)))
+  assert image.shape == (42, 42, 2)
+  assert float(image[..., 0].max()) > 0.5 and float(image[..., 1].max()) == 0.0
+  assert p["theta"].shape == (2, 2, 3)
+  assert not np.allclose(p["theta"][0], p["theta"][1])  # independent RTS
+
+
+@pytest.mark.parametrize("clutter", [False, True])
+def test_colocalization_box_and_clutter(clutter):
+  digits = _digits(8)
+  image, box = D.colocalization(KEY, digits[0], digits[1:], clutter)
+  assert image.shape == (84, 84, 1)
+  x0, y0, x1, y1 = (int(v) for v in box)
+  assert x1 - x0 == 28 and y1 - y0 == 28 and 0 <= x0 <= 56 and 0 <= y0 <= 56
+  assert np.all(np.asarray(image[y0:y1, x0:x1, 0]) >= np.asarray(digits[0]) - 1e-7)
+  outside = np.asarray(image[..., 0]).copy()
+  outside[y0:y1, x0:x1] = 0
+  if clutter:
+    assert 0 < np.count_nonzero(outside) <= 16 * 36
+  else:
+    assert np.count_nonzero(outside) == 0
+
+
+def test_same_key_same_images_other_key_other_images():
+  digits = _digits(8)
+  a, _ = D.distort_batch("RTS", KEY, digits)
+  b, _ = D.distort_batch("RTS", KEY, digits)
+  c, _ = D.distort_batch("RTS", jax.random.key(1), digits)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_errors():
+  with pytest.raises(ValueError, match="Unknown distortion 'rts'; known: R, RTS"):
+    D.distort_batch("rts", KEY, _digits(8))
+  with pytest.raises(ValueError, match=r"shape \(B, 28, 28\)"):
+    D.distort_batch("R", KEY, jnp.zeros((8, 28, 28, 1)))
+  with pytest.raises(ValueError, match="more than 6 digits; got 4"):
+    D.distort_batch("TC", KEY, _digits(4))
