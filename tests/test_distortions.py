@@ -152,3 +152,26 @@ def test_errors():
     D.distort_batch("R", KEY, jnp.zeros((8, 28, 28, 1)))
   with pytest.raises(ValueError, match="more than 6 digits; got 4"):
     D.distort_batch("TC", KEY, _digits(4))
+
+
+@pytest.mark.parametrize("name", ["RTS", "TC"])
+def test_fixed_sets_depend_only_on_the_seed(name):
+  digits = _digits(23)  # 23 = two chunks of 10 and a short one of 3
+  a, pa = D.fixed_set(name, digits, seed=5, chunk=10)
+  b, _ = D.fixed_set(name, digits, seed=5, chunk=10)
+  c, _ = D.fixed_set(name, digits, seed=6, chunk=10)
+  assert isinstance(a, np.ndarray) and a.shape[0] == 23
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  # The chunks draw different distortions from each other.
+  first = pa["top"] if name == "TC" else pa["angle"]
+  assert not np.allclose(first[:3], first[10:13])
+
+
+def test_addition_batch_is_per_channel_and_deterministic():
+  digits = _digits(4)
+  images, params = D.addition_batch(KEY, digits, jnp.zeros_like(digits))
+  assert images.shape == (4, 42, 42, 2) and params["theta"].shape == (4, 2, 2, 3)
+  assert float(images[..., 1].max()) == 0.0
+  again, _ = D.addition_batch(KEY, digits, jnp.zeros_like(digits))
+  np.testing.assert_array_equal(images, again)

@@ -17,10 +17,12 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from stn_jax import ops
 
-__all__ = ["DISTORTIONS", "Distortion", "addition", "colocalization", "distort_batch",
+__all__ = ["DISTORTIONS", "Distortion", "addition", "addition_batch", "colocalization",
+           "distort_batch", "fixed_set",
            "elastic", "projective", "rotated", "rts", "translated_cluttered"]
 
 DIGIT = 28
@@ -258,3 +260,49 @@ def distort_batch(name: str, key, digits):
   others = digits[idx]  # (B, 6, 28, 28)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b))
   return jax.vmap(DISTORTIONS[name].fn)(keys, digits, others)
+
+
+@jax.jit
+def addition_batch(key, digits_a, digits_b):
+  """:func:`addition` over a batch of digit pairs; pair ``i`` uses ``fold_in(key, i)``.
+
+  Returns:
+    ``(images (B, 42, 42, 2), params)``.
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(digits_a.shape[0]))
+  return jax.vmap(addition)(keys, digits_a, digits_b)
+
+
+def fixed_set(name: str, digits, seed: int, chunk: int = 1000):
+  """A distorted copy of ``digits`` that depends only on ``seed``: an evaluation set.
+
+  The digits are processed in chunks of ``chunk`` (chunk ``j`` with key
+  ``fold_in(key(seed), j)``), so the set is the same whatever the machine.
+
+  Args:
+    name: a key of :data:`DISTORTIONS`.
+    digits: ``(N, 28, 28)`` float32 in [0, 1].
+    seed: the set's seed.
+    chunk: digits per device call (only changes memory use, not the result,
+      as long as it is kept the same).
+
+  Returns:
+    ``(images (N, H, W, 1), params)`` as NumPy arrays.
+  """
+  digits = jnp.asarray(digits, jnp.float32)
+  key = jax.random.key(seed)
+  parts = []
+  for j, start in enumerate(range(0, digits.shape[0], chunk)):
+    batch = digits[start:start + chunk]
+    if name == "TC" and batch.shape[0] <= _NUM_OTHERS:  # a short last chunk borrows clutter
+      batch = jnp.concatenate([batch, digits[:_NUM_OTHERS + 1]], 0)
+      images, params = distort_batch(name, jax.random.fold_in(key, j), batch)
+      n = digits.shape[0] - start
+      images, params = images[:n], jax.tree_util.tree_map(lambda p: p[:n], params)
+    else:
+      images, params = distort_batch(name, jax.random.fold_in(key, j), batch)
+    parts.append((images, params))
+  images = np.concatenate([np.asarray(p[0]) for p in parts])
+  params = jax.tree_util.tree_map(lambda *ps: np.concatenate([np.asarray(p) for p in ps]),
+                                  *[p[1] for p in parts])
+  return images, params
