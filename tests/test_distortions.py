@@ -175,3 +175,22 @@ def test_addition_batch_is_per_channel_and_deterministic():
   assert float(images[..., 1].max()) == 0.0
   again, _ = D.addition_batch(KEY, digits, jnp.zeros_like(digits))
   np.testing.assert_array_equal(images, again)
+
+
+@pytest.mark.parametrize("dataset", ["r", "tc", "addition", "coloc_tc"])
+def test_show_samples_have_labels_and_boxes(dataset):
+  from stn_jax.datasets import show
+
+  digits = _digits(40)
+  labels = np.arange(40) % 10
+  images, titles, boxes = show.samples(dataset, digits, labels, seed=0, count=8)
+  assert len(titles) == images.shape[0]
+  if dataset == "addition":
+    assert images.shape == (8, 42, 42, 2) and titles[0] == "0+8=8"
+  elif dataset == "coloc_tc":
+    # One class (the first label's): the four digits labelled 0, each with its box.
+    assert images.shape == (4, 84, 84, 1) and set(titles) == {"0"} and boxes.shape == (4, 4)
+  else:
+    assert titles == [str(i % 10) for i in range(8)] and boxes is None
+  with pytest.raises(ValueError, match="Unknown dataset 'x'; known: r, rts"):
+    show.samples("x", digits, labels, 0, 8)
