@@ -177,7 +177,7 @@ def test_addition_batch_is_per_channel_and_deterministic():
   np.testing.assert_array_equal(images, again)
 
 
-@pytest.mark.parametrize("dataset", ["r", "tc", "addition", "coloc_tc"])
+@pytest.mark.parametrize("dataset", ["r", "tc", "addition", "coloc_tc", "mnist_numbers"])
 def test_show_samples_have_labels_and_boxes(dataset):
   from stn_jax.datasets import show
 
@@ -190,6 +190,8 @@ def test_show_samples_have_labels_and_boxes(dataset):
   elif dataset == "coloc_tc":
     # One class (the first label's): the four digits labelled 0, each with its box.
     assert images.shape == (4, 84, 84, 1) and set(titles) == {"0"} and boxes.shape == (4, 4)
+  elif dataset == "mnist_numbers":
+    assert images.shape == (8, 64, 64, 3) and all(1 <= len(t) <= 5 for t in titles)
   else:
     assert titles == [str(i % 10) for i in range(8)] and boxes is None
   with pytest.raises(ValueError, match="Unknown dataset 'x'; known: r, rts"):

@@ -3,7 +3,8 @@
     python -m stn_jax.datasets.show --dataset=rts --out=rts.png [--split=test] [--seed=0]
 
 MNIST is read from ``--data_dir`` or ``$STN_MNIST_DIR`` (see data/README.md).
-Datasets: r, rts, p, e, tc, addition, coloc_t, coloc_tc. Needs matplotlib
+Datasets: r, rts, p, e, tc, addition, coloc_t, coloc_tc, mnist_numbers (the
+offline SVHN stand-in). Needs matplotlib
 (``pip install -e '.[docs]'``).
 """
 
@@ -16,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax.datasets import distortions as D
+from stn_jax.datasets import mnist_numbers
 from stn_jax.datasets.mnist import load_mnist
 
-DATASETS = ("r", "rts", "p", "e", "tc", "addition", "coloc_t", "coloc_tc")
+DATASETS = ("r", "rts", "p", "e", "tc", "addition", "coloc_t", "coloc_tc", "mnist_numbers")
 
 
 def samples(dataset: str, digits, labels, seed: int, count: int):
@@ -43,6 +45,11 @@ def samples(dataset: str, digits, labels, seed: int, count: int):
     images, boxes = jax.vmap(lambda k, d: D.colocalization(k, d, others,
                                                            dataset == "coloc_tc"))(keys, chosen)
     return np.asarray(images), [str(cls)] * chosen.shape[0], np.asarray(boxes)
+  if dataset == "mnist_numbers":
+    images, numbers, _ = mnist_numbers.number_batch(key, digits, jnp.asarray(labels), count)
+    titles = ["".join(str(int(d)) for d in row if d != mnist_numbers.NO_DIGIT)
+              for row in np.asarray(numbers)]
+    return np.asarray(images), titles, None
   raise ValueError(f"Unknown dataset {dataset!r}; known: {', '.join(DATASETS)}.")
 
 
@@ -61,6 +68,10 @@ def draw(images, titles, boxes, out, title):
   for i in range(n):
     ax = axes.ravel()[i]
     # Channels side by side with a blue bar between, as the paper's figure shows them.
+    if channels == 3:  # RGB
+      ax.imshow(images[i])
+      ax.set_title(titles[i], fontsize=8)
+      continue
     tiles = [images[i, :, :, c] for c in range(channels)]
     if channels > 1:
       bar = np.full((images.shape[1], 2), np.nan)
