@@ -196,3 +196,21 @@ def test_show_samples_have_labels_and_boxes(dataset):
     assert titles == [str(i % 10) for i in range(8)] and boxes is None
   with pytest.raises(ValueError, match="Unknown dataset 'x'; known: r, rts"):
     show.samples("x", digits, labels, 0, 8)
+
+
+def test_colocalization_set_is_one_class_fixed_by_seed():
+  digits = _digits(60)
+  labels = np.arange(60) % 3
+  a, boxes = D.colocalization_set(digits, labels, 1, clutter=True, seed=0, size=15)
+  b, _ = D.colocalization_set(digits, labels, 1, clutter=True, seed=0, size=15)
+  c, _ = D.colocalization_set(digits, labels, 1, clutter=True, seed=1, size=15)
+  assert a.shape == (15, 84, 84, 1) and boxes.shape == (15, 4)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  # Every image holds a class-1 digit inside its box.
+  class1 = np.asarray(digits)[labels == 1]
+  for image, (x0, y0, _, _) in zip(a, boxes.astype(int)):
+    crop = image[y0:y0 + 28, x0:x0 + 28, 0]
+    assert any(np.all(crop >= d - 1e-7) for d in class1)
+  with pytest.raises(ValueError, match="Class 1 has 20 digits, fewer than the 100"):
+    D.colocalization_set(digits, labels, 1, clutter=False, seed=0)

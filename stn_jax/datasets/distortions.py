@@ -22,7 +22,7 @@ import numpy as np
 from stn_jax import ops
 
 __all__ = ["DISTORTIONS", "Distortion", "addition", "addition_batch", "colocalization",
-           "distort_batch", "fixed_set",
+           "colocalization_set", "distort_batch", "fixed_set",
            "elastic", "projective", "rotated", "rts", "translated_cluttered"]
 
 DIGIT = 28
@@ -306,3 +306,35 @@ def fixed_set(name: str, digits, seed: int, chunk: int = 1000):
   params = jax.tree_util.tree_map(lambda *ps: np.concatenate([np.asarray(p) for p in ps]),
                                   *[p[1] for p in parts])
   return images, params
+
+
+def colocalization_set(digits, labels, digit_class: int, *, clutter: bool, seed: int,
+                       size: int = 100):
+  """The paper's co-localisation dataset: ``size`` images of one digit class.
+
+  Args:
+    digits: ``(N, 28, 28)`` float32 training digits in [0, 1].
+    labels: ``(N,)`` their labels.
+    digit_class: the class all images show.
+    clutter: add sixteen 6x6 crops of other (any-class) digits (TC) or not (T).
+    seed: fixes the digits chosen and their placement.
+    size: the number of images (100 in the paper).
+
+  Returns:
+    ``(images (size, 84, 84, 1), boxes (size, 4))`` as NumPy arrays; boxes are
+    ``(x0, y0, x1, y1)`` in pixels.
+  """
+  labels = np.asarray(labels)
+  members = np.flatnonzero(labels == digit_class)
+  if len(members) < size:
+    raise ValueError(f"Class {digit_class} has {len(members)} digits, fewer than the {size} "
+                     "images asked for.")
+  rng = np.random.default_rng(seed)
+  chosen = rng.choice(members, size, replace=False)
+  others = np.flatnonzero(labels != digit_class)
+  clutter_from = rng.choice(others, (size, 16), replace=True)
+  digits = jnp.asarray(digits, jnp.float32)
+  keys = jax.random.split(jax.random.key(seed), size)
+  images, boxes = jax.jit(jax.vmap(lambda k, d, o: colocalization(k, d, o, clutter)))(
+      keys, digits[chosen], digits[clutter_from])
+  return np.asarray(images), np.asarray(boxes)
