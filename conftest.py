@@ -3,8 +3,10 @@
 The tests compile hundreds of small XLA programs and run each once or twice,
 so compile time dominates them. On the CPU, XLA's LLVM optimisation passes
 made compiling a BN-Inception or SVHN step take tens of seconds; without them
-it takes about a second, and the programs compute the same values. The flags
-are appended to any XLA_FLAGS already set, before JAX starts its backend.
+it takes about a second (measured on an SVHN model at width 1/32: the grad
+step's compile went from 17.4 s to 0.9 s). Every assertion of the suite holds
+with and without these flags. They are appended to any XLA_FLAGS already set,
+before JAX starts its backend.
 """
 
 import os

@@ -2,38 +2,32 @@
 
     python docs/make_ops_figure.py [--out docs/ops_warps.png] [--index 0]
 
-The digit is read from the MNIST test images in the directory named by the
-``STN_MNIST_DIR`` environment variable (``t10k-images-idx3-ubyte.gz``, IDX
-format). Without it the script draws a synthetic "7" so that it still runs on
-a fresh machine, and says so in the figure title.
+The digit is one of the MNIST test images, read with
+:func:`stn_jax.datasets.mnist.load_mnist` (from ``$STN_MNIST_DIR`` or
+``data/mnist``; see data/README.md). Without MNIST the script draws a synthetic
+"7" so that it still runs on a fresh machine, and says so in the figure title.
 """
 
 import argparse
-import gzip
-import os
 import pathlib
-import struct
 
 import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import ops
+from stn_jax.datasets.mnist import MnistNotFoundError, load_mnist
 
 
 def load_digit(index: int):
   """Returns ``(image (28, 28) float32 in [0, 1], description)``."""
-  root = os.environ.get("STN_MNIST_DIR")
-  if root:
-    path = pathlib.Path(root) / "t10k-images-idx3-ubyte.gz"
-    with gzip.open(path, "rb") as f:
-      magic, count, rows, cols = struct.unpack(">IIII", f.read(16))
-      if magic != 2051:
-        raise ValueError(f"{path} is not an IDX image file (magic {magic}, expected 2051).")
-      if not 0 <= index < count:
-        raise ValueError(f"--index must be in [0, {count}), got {index}.")
-      f.seek(16 + index * rows * cols)
-      pixels = np.frombuffer(f.read(rows * cols), np.uint8).reshape(rows, cols)
-    return pixels.astype(np.float32) / 255.0, f"MNIST test image {index}"
+  try:
+    images, _ = load_mnist("test")
+  except MnistNotFoundError:
+    images = None
+  if images is not None:
+    if not 0 <= index < len(images):
+      raise ValueError(f"--index must be in [0, {len(images)}), got {index}.")
+    return images[index].astype(np.float32) / 255.0, f"MNIST test image {index}"
   image = np.zeros((28, 28), np.float32)
   image[6:9, 7:21] = 1.0  # the bar of a 7
   for r in range(9, 23):  # its stroke

@@ -1,8 +1,6 @@
 """Shared fixtures: float64 for exact comparisons, and the three ways every op is called."""
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 

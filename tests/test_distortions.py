@@ -88,10 +88,15 @@ def test_elastic_offsets_have_the_papers_spread():
   assert scale.min() >= 0.75 and scale.max() <= 1.0
 
 
-def test_elastic_with_zero_offsets_is_a_pure_scale():
+def test_elastic_is_the_tps_of_its_offsets_then_the_scale():
   digit = _digits(1)[0]
   image, params = D.elastic(KEY, digit)
-  # Same scale, no TPS offsets: an affine zoom by 1/scale about the centre.
+  # The image is the digit read through the TPS of the returned offsets, then
+  # unscaled; an elastic() that drew one thing and returned another fails here.
+  grid = D.ops.tps_grid(params["offsets"], (28, 28)) / params["scale"]
+  np.testing.assert_allclose(image, D._warp(digit, grid), atol=1e-6)
+  assert float(jnp.abs(params["offsets"]).max()) > 0
+  # With the offsets at zero the same construction is a pure zoom by 1/scale.
   zoom, _ = D._affine(digit, jnp.eye(2) / params["scale"], jnp.zeros(2), (28, 28))
   grid = D.ops.tps_grid(jnp.zeros((16, 2)), (28, 28)) / params["scale"]
   np.testing.assert_allclose(D._warp(digit, grid), zoom, atol=1e-5)

@@ -11,7 +11,6 @@ on them. Bicubic is C1, so its grid gradient is checked exactly on integers too.
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

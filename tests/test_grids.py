@@ -1,6 +1,5 @@
 """Grid generators: known answers for affine, attention, projective and TPS grids."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Known answers: warps whose result is an exact NumPy array operation."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

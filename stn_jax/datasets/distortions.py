@@ -13,15 +13,13 @@ pixel edges at +-1 (``align_corners=False``), grids mapping output to source.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import ops
 
-__all__ = ["DISTORTIONS", "Distortion", "addition", "addition_batch", "colocalization",
+__all__ = ["DISTORTIONS", "addition", "addition_batch", "colocalization",
            "colocalization_set", "distort_batch", "fixed_set",
            "elastic", "projective", "rotated", "rts", "translated_cluttered"]
 
@@ -218,18 +216,13 @@ def colocalization(key, digit, others, clutter: bool, canvas: int = 84, num_patc
   return image[..., None], box
 
 
-class Distortion(NamedTuple):
-  """A single-digit distortion for :func:`distort_batch`."""
-  fn: Callable
-  out_hw: tuple[int, int]
-
-
+# name -> fn(key, digit (28, 28), others (K, 28, 28)) -> (image, params)
 DISTORTIONS = {
-    "R": Distortion(rotated, (28, 28)),
-    "RTS": Distortion(rts, (42, 42)),
-    "P": Distortion(projective, (28, 28)),
-    "E": Distortion(elastic, (28, 28)),
-    "TC": Distortion(translated_cluttered, (60, 60)),
+    "R": rotated,
+    "RTS": rts,
+    "P": projective,
+    "E": elastic,
+    "TC": translated_cluttered,
 }
 
 _NUM_OTHERS = 6  # clutter for example i is cropped from the batch's digits i+1 .. i+6
@@ -259,7 +252,7 @@ def distort_batch(name: str, key, digits):
   idx = (jnp.arange(b)[:, None] + jnp.arange(1, _NUM_OTHERS + 1)[None]) % b
   others = digits[idx]  # (B, 6, 28, 28)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b))
-  return jax.vmap(DISTORTIONS[name].fn)(keys, digits, others)
+  return jax.vmap(DISTORTIONS[name])(keys, digits, others)
 
 
 @jax.jit
@@ -294,14 +287,11 @@ def fixed_set(name: str, digits, seed: int, chunk: int = 1000):
   parts = []
   for j, start in enumerate(range(0, digits.shape[0], chunk)):
     batch = digits[start:start + chunk]
-    if name == "TC" and batch.shape[0] <= _NUM_OTHERS:  # a short last chunk borrows clutter
+    n = batch.shape[0]
+    if name == "TC" and n <= _NUM_OTHERS:  # a short last chunk borrows clutter
       batch = jnp.concatenate([batch, digits[:_NUM_OTHERS + 1]], 0)
-      images, params = distort_batch(name, jax.random.fold_in(key, j), batch)
-      n = digits.shape[0] - start
-      images, params = images[:n], jax.tree_util.tree_map(lambda p: p[:n], params)
-    else:
-      images, params = distort_batch(name, jax.random.fold_in(key, j), batch)
-    parts.append((images, params))
+    images, params = distort_batch(name, jax.random.fold_in(key, j), batch)
+    parts.append((images[:n], jax.tree_util.tree_map(lambda p: p[:n], params)))
   images = np.concatenate([np.asarray(p[0]) for p in parts])
   params = jax.tree_util.tree_map(lambda *ps: np.concatenate([np.asarray(p) for p in ps]),
                                   *[p[1] for p in parts])

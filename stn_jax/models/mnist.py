@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from stn_jax import ops
-from stn_jax.models.registry import register, solve_width
+from stn_jax.models.registry import check_input, register, solve_width
 from stn_jax.nn import (AvgPool, Conv, Dense, LayerStack, MaxPool, ParallelSpatialTransformers,
                         SpatialTransformer, colocalization_localization, conv_localization,
                         fc_localization)
@@ -27,12 +27,6 @@ from stn_jax.nn.layers import apply_pool, output_hw
 __all__ = ["Classifier", "Colocalizer", "Encoder"]
 
 PARAM_BUDGET = 400_000
-
-
-def _check_input(x, input_shape, where):
-  if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
-    raise ValueError(f"{where}: expected input of shape (N, {', '.join(map(str, input_shape))}), "
-                     f"but got shape {x.shape}.")
 
 
 class Classifier(nn.Module):
@@ -54,7 +48,7 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    _check_input(x, self.input_shape, type(self).__name__)
+    check_input(x, self.input_shape, type(self).__name__)
     if self.transformer is not None:
       x, _ = self.transformer(x, train=train)
       if self.pool_after_st > 1:
@@ -76,7 +70,7 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    _check_input(x, self.input_shape, type(self).__name__)
+    check_input(x, self.input_shape, type(self).__name__)
     logits, hidden = self.classifier(x, train=train, return_hidden=True)
     parts = [h.reshape(h.shape[0], -1) for h in hidden] + [logits]
     return jnp.concatenate(parts, -1)
@@ -95,7 +89,7 @@ class Colocalizer(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    _check_input(x, self.input_shape, type(self).__name__)
+    check_input(x, self.input_shape, type(self).__name__)
     st = SpatialTransformer(colocalization_localization(parent=None), "attention", self.out_hw,
                             name="transformer")
     return st(x, train=train)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["MODELS", "count_params", "get_model", "register", "solve_width"]
+__all__ = ["MODELS", "check_input", "count_params", "get_model", "register", "solve_width"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -53,6 +53,13 @@ def get_model(name: str, **options) -> nn.Module:
     raise ValueError(f"Unknown option(s) {unknown} for model {name!r}; it accepts: "
                      f"{', '.join(accepted)}.")
   return builder(**options)
+
+
+def check_input(x, input_shape, where: str) -> None:
+  """Raises a ValueError unless ``x`` is ``(N, *input_shape)``: the model was built for that."""
+  if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
+    raise ValueError(f"{where}: expected input of shape (N, {', '.join(map(str, input_shape))}), "
+                     f"but got shape {x.shape}.")
 
 
 def count_params(module: nn.Module, input_shape, **call_kwargs) -> int:

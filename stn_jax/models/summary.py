@@ -87,7 +87,7 @@ def markdown() -> str:
       "",
       "Notes:",
       "",
-      f"- The co-localiser, built as the supplement describes it (conv 8 filters 9x9 stride 4,",
+      "- The co-localiser, built as the supplement describes it (conv 8 filters 9x9 stride 4,",
       f"  max 2, fc 8, fc 8, fc 3), has {coloc:,} parameters, not the \"100k\" the supplement",
       "  states. Nearly all of them are in the first fc layer, so padding choices cannot",
       "  close that gap.",

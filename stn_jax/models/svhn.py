@@ -16,7 +16,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from stn_jax.models.registry import register
+from stn_jax.models.registry import check_input, register
 from stn_jax.nn import Conv, Dense, LayerStack, MaxPool, SpatialTransformer, svhn_localization
 from stn_jax.nn.layers import apply_pool
 
@@ -56,9 +56,7 @@ class SVHNNet(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     where = type(self).__name__
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
-      raise ValueError(f"{where}: expected input of shape (N, {', '.join(map(str, self.input_shape))}), "
-                       f"but got shape {x.shape}.")
+    check_input(x, self.input_shape, where)
     if self.transformers not in (0, 1, 4):
       raise ValueError(f"{where}: `transformers` must be 0, 1 or 4, got {self.transformers}.")
     specs = []
