@@ -193,14 +193,20 @@ def _parse_idx(path: pathlib.Path, data: bytes, magic: int, ndim: int) -> np.nda
   return np.frombuffer(data, np.uint8, offset=header_size).reshape(shape).copy()
 
 
-def load_mnist(split: str,
-               data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *,
+               source: str = "idx") -> tuple[np.ndarray, np.ndarray]:
   """Images and labels of one MNIST split.
 
   Args:
     split: ``'train'`` or ``'test'`` (the t10k files). Carve a validation set
       out of ``'train'`` with ``split_train_validation``.
-    data_dir: directory of the IDX files; if None, as ``find_mnist_dir``.
+    data_dir: with ``source='idx'``, the directory of the IDX files (if None,
+      as ``find_mnist_dir``); with ``source='tfds'``, the directory of prepared
+      datasets (if None, ``$STN_TFDS_DIR``, else ``data/tfds``).
+    source: ``'idx'`` reads local IDX files; ``'tfds'`` reads the ``stn_mnist``
+      TFDS dataset, downloading and preparing it on first use
+      (:mod:`stn_jax.datasets.mnist_tfds`; needs tensorflow-datasets, not
+      TensorFlow).
 
   Returns:
     ``(images, labels)``: ``(N, 28, 28)`` uint8 pixels in ``0..255`` (0 is
@@ -227,7 +233,22 @@ def load_mnist(split: str,
   if split not in _PREFIXES:
     raise ValueError(f"split must be 'train' or 'test', got {split!r}. For a validation set, "
                      "split the 'train' split with split_train_validation.")
-  images_path, labels_path = _find_files(*_resolve_dir(data_dir), split)
+  if source == "tfds":
+    from stn_jax.datasets import mnist_tfds  # pylint: disable=import-outside-toplevel
+    return mnist_tfds.load(split, data_dir=data_dir)
+  if source != "idx":
+    raise ValueError(f"source must be 'idx' or 'tfds', got {source!r}.")
+  return read_idx_pair(*_find_files(*_resolve_dir(data_dir), split))
+
+
+def read_idx_pair(images_path: str | os.PathLike,
+                  labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+  """Images and labels from an IDX images file and its labels file (``.gz`` or plain).
+
+  The files may have any names (a TFDS download keeps them under hashed names);
+  a ``.gz`` suffix means gzip. Errors name the file, as in :func:`load_mnist`.
+  """
+  images_path, labels_path = pathlib.Path(images_path), pathlib.Path(labels_path)
   images = _parse_idx(images_path, _read_bytes(images_path), _IMAGES_MAGIC, ndim=3)
   labels = _parse_idx(labels_path, _read_bytes(labels_path), _LABELS_MAGIC, ndim=1)
   if len(images) != len(labels):

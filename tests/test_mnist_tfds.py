@@ -1,0 +1,126 @@
+"""MNIST through TFDS (``source='tfds'``): prepared from a manual directory, from
+a (simulated) download, and the errors when it can be neither."""
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds  # noqa: E402
+
+from stn_jax.datasets import MnistNotFoundError, load_mnist, prepared  # noqa: E402
+from stn_jax.datasets import prepare as prepare_cli  # noqa: E402
+from stn_jax.datasets import mnist_tfds  # noqa: E402
+from test_mnist_source import make_split, write_split  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("idx")
+  write_split(d, "train", *make_split(37, seed=1))
+  write_split(d, "t10k", *make_split(12, seed=2))
+  return d
+
+
+@pytest.fixture(scope="module")
+def from_manual(idx_dir, tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  prepared.prepare("mnist", data_dir=data_dir, manual_dir=idx_dir)
+  return data_dir
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_manual_dir_gives_the_idx_arrays_in_file_order(idx_dir, from_manual, split):
+  images, labels = load_mnist(split, from_manual, source="tfds")
+  want_images, want_labels = load_mnist(split, idx_dir)
+  assert images.dtype == np.uint8 and labels.dtype == np.uint8
+  np.testing.assert_array_equal(images, want_images)
+  np.testing.assert_array_equal(labels, want_labels)
+
+
+def test_preparing_and_reading_work_with_tensorflow_unimportable(idx_dir, tmp_path,
+                                                                monkeypatch):
+  # Any `import tensorflow` now fails, whether or not it is installed. (A None entry in
+  # sys.modules would do that too, but TFDS reads any entry there as "TF is loaded".)
+  class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+      if name == "tensorflow" or name.startswith("tensorflow."):
+        raise ImportError(f"test: {name} must not be imported")
+
+  monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+  monkeypatch.setattr(sys, "meta_path", [NoTensorFlow(), *sys.meta_path])
+  prepared.prepare("mnist", data_dir=tmp_path, manual_dir=idx_dir)
+  np.testing.assert_array_equal(load_mnist("test", tmp_path, source="tfds")[1],
+                                load_mnist("test", idx_dir)[1])
+
+
+def test_env_var_names_the_prepared_dir(from_manual, idx_dir, monkeypatch):
+  monkeypatch.setenv(prepared.ENV_VAR, str(from_manual))
+  np.testing.assert_array_equal(load_mnist("test", source="tfds")[1],
+                                load_mnist("test", idx_dir)[1])
+
+
+def test_download_fetches_the_four_tfds_urls(idx_dir, tmp_path, monkeypatch):
+  requested = []
+
+  def fake_download(self, urls):
+    # Downloads land under hashed names without the .gz suffix; mimic that.
+    out = {}
+    for key, url in urls.items():
+      requested.append(url)
+      name = url.rsplit("/", 1)[-1]
+      local = idx_dir / name
+      if not local.exists():  # the fixture names the test split t10k too
+        raise AssertionError(f"unexpected url {url}")
+      out[key] = shutil.copy(local, tmp_path / f"hashed_{key}")
+    return out
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  images, labels = load_mnist("train", tmp_path / "tfds", source="tfds")
+  assert sorted(requested) == sorted(
+      mnist_tfds.URL + f"{p}-{k}-idx{n}-ubyte.gz"
+      for p in ("train", "t10k") for k, n in (("images", 3), ("labels", 1)))
+  np.testing.assert_array_equal(labels, load_mnist("train", idx_dir)[1])
+  assert images.shape == (37, 28, 28)
+
+
+def test_failed_download_says_what_to_do_instead(tmp_path, monkeypatch):
+  def no_network(self, urls):
+    raise ConnectionError("no route to host")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
+  with pytest.raises(MnistNotFoundError, match="could not download.*STN_MNIST_DIR"):
+    load_mnist("test", tmp_path, source="tfds")
+
+
+def test_not_prepared_without_download_gives_the_prepare_command(tmp_path):
+  with pytest.raises(prepared.DatasetNotPreparedError,
+                     match="python -m stn_jax.datasets.prepare mnist"):
+    mnist_tfds.load("test", data_dir=tmp_path, download=False)
+
+
+def test_unknown_source(tmp_path):
+  with pytest.raises(ValueError, match="source must be 'idx' or 'tfds'"):
+    load_mnist("test", tmp_path, source="hub")
+
+
+def test_prepare_names_a_missing_manual_dir(tmp_path, capsys):
+  missing = tmp_path / "nowhere"
+  assert prepare_cli.main(["mnist", f"--manual_dir={missing}",
+                           f"--data_dir={tmp_path}"]) == 2
+  err = capsys.readouterr().err
+  assert str(missing) in err and "does not exist" in err
+
+
+def test_unknown_dataset_and_config(tmp_path):
+  with pytest.raises(ValueError, match="known: \\['cub', 'mnist', 'svhn'\\]"):
+    prepared.data_source("imagenet", "train", data_dir=tmp_path)
+  with pytest.raises(ValueError, match="Unknown config '32' for dataset 'mnist'"):
+    prepared.data_source("mnist", "train", config="32", data_dir=tmp_path)
+
+
+def test_unknown_split(from_manual):
+  with pytest.raises(ValueError, match="no split 'validation'.*\\['test', 'train'\\]"):
+    prepared.data_source("mnist", "validation", data_dir=from_manual)
