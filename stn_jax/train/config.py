@@ -1,0 +1,80 @@
+"""The defaults every experiment config starts from, and the variant parser.
+
+Config files in ``experiments/`` call :func:`base_config`, set what their
+experiment needs, and parse their variant string with :func:`parse_variant`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+__all__ = ["base_config", "parse_variant"]
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The fields the trainer reads, with the distorted-MNIST defaults of the paper."""
+  c = ml_collections.ConfigDict()
+  c.task = "distorted_mnist"
+  c.model = "st_cnn"
+  c.model_kwargs = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "idx"  # 'idx': IDX files ($STN_MNIST_DIR or data/mnist); 'tfds': download
+  c.data.mnist_dir = config_dict.placeholder(str)  # None: $STN_MNIST_DIR, then data/mnist
+  c.data.num_validation = 5000  # carved from the training files (seeded)
+  c.data.split_seed = 0
+  c.data.num_train = config_dict.placeholder(int)  # None: every remaining training digit
+  c.data.num_eval = config_dict.placeholder(int)  # None: the whole validation/test sets
+  c.data.validation_seed = 1
+  c.data.test_seed = 2
+
+  # SGD as in the paper (supplementary 1.1): batch 256, 0.01, /10 every 50k, 150k steps.
+  c.batch_size = 256
+  c.eval_batch_size = 1000
+  c.num_steps = 150_000
+  c.learning_rate = 0.01
+  c.decay_every = 50_000
+  c.decay_factor = 0.1
+  c.momentum = 0.9
+  c.weight_decay = 0.0
+  c.localization_lr_multiplier = 1.0
+
+  c.log_every = 100
+  c.eval_every = 5000
+  c.checkpoint_every = 5000
+  c.keep_checkpoints = 3
+  c.init_from = config_dict.placeholder(str)
+  c.tensorboard = True
+  return c
+
+
+def parse_variant(arg, choices: dict, defaults: dict) -> dict:
+  """Reads a config-file argument like ``'rts,st_cnn,tps,smoke'``.
+
+  Args:
+    arg: the text after ``:`` in ``--config=file.py:arg`` (None or '' for defaults).
+    choices: group name -> the tokens it accepts, e.g. ``{'model': ('fcn', 'cnn')}``;
+      a group whose tokens are ``(True,)`` is a flag named by the group.
+    defaults: group name -> the value when no token of the group is given.
+
+  Returns:
+    group name -> chosen token (flags: True or False).
+  """
+  chosen = dict(defaults)
+  seen = set()
+  for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+    token = token.lower()
+    groups = [g for g, tokens in choices.items()
+              if token in tokens or (tokens == (True,) and token == g)]
+    if not groups:
+      valid = "; ".join(f"{g}: {', '.join(map(str, t)) if t != (True,) else g}"
+                        for g, t in choices.items())
+      raise ValueError(f"Unknown variant {token!r}. Valid variant parts ({valid}).")
+    group = groups[0]
+    if group in seen:
+      raise ValueError(f"The variant {arg!r} names the {group} twice.")
+    seen.add(group)
+    chosen[group] = True if choices[group] == (True,) else token
+  return chosen

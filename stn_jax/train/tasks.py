@@ -1,0 +1,136 @@
+"""What differs between the experiments: data, on-device preparation, loss and errors.
+
+A task gives the trainer:
+
+- ``model()``: the Flax module, and ``input_shape`` for its initialisation;
+- ``train_iterator(process_index, process_count)``: host batches of numpy
+  arrays (a grain iterator with ``get_state``/``set_state``, or ``None`` when
+  the whole batch is made on the device from the step's key);
+- ``device_batch(batch, key)``: inside the jitted step, on the global batch,
+  makes the network's input and labels (the paper's distortions are drawn here,
+  fresh every step);
+- ``losses(outputs, labels)``: per-example loss and error (0 or 1); training
+  minimises the mean loss, evaluation sums both over the unmasked examples;
+- ``eval_sets()``: names of the held-out sets, and ``eval_batches(name, ...)``
+  for each: fixed, padded, masked batches;
+- ``describe()``: what the data was, for logs and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from stn_jax import models
+from stn_jax.datasets import distortions, load_mnist, pipeline, split_train_validation
+
+__all__ = ["TASKS", "DistortedMnist", "make_task"]
+
+# The input each distortion produces (None: plain 28x28 MNIST).
+_SHAPES = {None: (28, 28, 1), "R": (28, 28, 1), "RTS": (42, 42, 1), "P": (28, 28, 1),
+           "E": (28, 28, 1), "TC": (60, 60, 1)}
+
+
+def _softmax_errors(logits, labels):
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return loss, (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist(source, data_dir, num_validation, split_seed):
+  """(train, validation, test) digit arrays, read once per process."""
+  images, labels = load_mnist("train", data_dir, source=source)
+  train_idx, val_idx = split_train_validation(len(images), num_validation, seed=split_seed)
+  test_images, test_labels = load_mnist("test", data_dir, source=source)
+  return ((images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]),
+          (test_images, test_labels))
+
+
+class DistortedMnist:
+  """Classification of distorted MNIST digits (R, RTS, P, E, TC, or none).
+
+  Training digits are distorted on the device with a key from the step, so
+  every step sees fresh distortions. The validation and test sets are
+  distorted once with fixed seeds (``data.validation_seed``, ``data.test_seed``):
+  the same config evaluates on the same images.
+  """
+
+  def __init__(self, config):
+    self.config = config
+    d = config.data
+    if d.distortion not in _SHAPES:
+      raise ValueError(f"Unknown distortion {d.distortion!r}; known: "
+                       f"{[k for k in _SHAPES if k]} or None for plain MNIST.")
+    self.distortion = d.distortion
+    self.input_shape = _SHAPES[d.distortion]
+    self._cache = {}
+
+  def _digits(self):
+    d = self.config.data
+    train, val, test = _mnist(d.source, d.mnist_dir, d.num_validation, d.split_seed)
+    if d.num_train is not None:
+      train = (train[0][:d.num_train], train[1][:d.num_train])
+    if d.num_eval is not None:
+      val, test = ((a[:d.num_eval], b[:d.num_eval]) for a, b in (val, test))
+    return {"train": train, "validation": val, "test": test}
+
+  def model(self):
+    return models.get_model(self.config.model, input_shape=self.input_shape,
+                            **self.config.model_kwargs.to_dict())
+
+  def train_iterator(self, process_index, process_count):
+    images, labels = self._digits()["train"]
+    return pipeline.train_iterator(images, labels, global_batch=self.config.batch_size,
+                                   seed=self.config.seed, process_index=process_index,
+                                   process_count=process_count)
+
+  def device_batch(self, batch, key):
+    if self.distortion is None:
+      return batch["image"], batch["label"]
+    images, _ = distortions.distort_batch(self.distortion, key, batch["image"][..., 0])
+    return images, batch["label"]
+
+  def losses(self, logits, labels):
+    return _softmax_errors(logits, labels)
+
+  def eval_sets(self):
+    return ("validation", "test")
+
+  def _fixed(self, name):
+    if name not in self._cache:
+      images, labels = self._digits()[name]
+      seed = self.config.data[f"{name}_seed"]
+      if self.distortion is None:
+        images = (images.astype(np.float32) / 255.0)[..., None]
+      else:
+        logging.info("Distorting the %s set (%d digits, %s, seed %d).", name, len(images),
+                     self.distortion, seed)
+        images, _ = distortions.fixed_set(self.distortion, images.astype(np.float32) / 255.0,
+                                          seed)
+      self._cache[name] = (images, labels)
+    return self._cache[name]
+
+  def eval_batches(self, name, batch_size, process_index, process_count):
+    images, labels = self._fixed(name)
+    return pipeline.eval_batches(images, labels, batch_size=batch_size,
+                                 process_index=process_index, process_count=process_count)
+
+  def describe(self):
+    d = self.config.data
+    sizes = {k: len(v[1]) for k, v in self._digits().items()}
+    return {"dataset": f"mnist_{d.distortion or 'plain'}", "mnist_source": d.source,
+            "examples": sizes}
+
+
+TASKS = {"distorted_mnist": DistortedMnist}
+
+
+def make_task(config):
+  """The task named by ``config.task``."""
+  if config.task not in TASKS:
+    raise ValueError(f"Unknown task {config.task!r}; known: {sorted(TASKS)}.")
+  return TASKS[config.task](config)

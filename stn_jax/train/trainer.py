@@ -1,0 +1,307 @@
+"""``train_and_evaluate(config, workdir)``: the one training loop of every experiment.
+
+Data parallelism is JAX's own: a ``Mesh`` over every device of every process
+with one axis, ``data``; the batch is sharded along it, the parameters are
+replicated, and ``jax.jit`` compiles one step for the whole mesh. The same code
+runs on one CPU, on N simulated CPU devices, on GPUs and on TPU pods. Each
+process reads its own shard of the data; the global batch is put together
+with ``jax.make_array_from_process_local_data``.
+
+A run resumes by itself from the latest checkpoint in ``workdir``: parameters,
+optimiser state, step, RNG and the data iterator's position.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from stn_jax.train import checkpoint as ckpt
+from stn_jax.train import metrics as metrics_lib
+from stn_jax.train import optim, tasks
+
+__all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # raw uint32 key data, so that checkpoints hold a plain array
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf; the run stopped without saving that state."""
+
+
+def _mesh(devices):
+  return Mesh(np.array(devices), ("data",))
+
+
+def _global(sharding, local_batch):
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def _identity(config, task) -> dict:
+  return {"task": config.task, "model": config.model,
+          "model_kwargs": config.model_kwargs.to_dict(), "input_shape": list(task.input_shape)}
+
+
+def _check_config(config, n):
+  if config.batch_size % n:
+    raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of "
+                     f"devices ({n}).")
+  if config.eval_batch_size % n:
+    raise ValueError(f"eval_batch_size ({config.eval_batch_size}) must be divisible by the "
+                     f"number of devices ({n}).")
+  if config.num_steps <= 0:
+    raise ValueError(f"num_steps must be positive, got {config.num_steps}.")
+
+
+def _init_state(config, model, task, tx_builder, replicated):
+  def init(rng):
+    params_rng, dropout_rng = jax.random.split(rng)
+    dummy = jnp.zeros((1, *task.input_shape), jnp.float32)
+    variables = model.init({"params": params_rng, "dropout": dropout_rng}, dummy, train=False)
+    return variables
+
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, state_rng = jax.random.split(rng)
+  variables = jax.jit(init, out_shardings=replicated)(init_rng)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  if config.init_from:
+    params, batch_stats = _warm_start(config.init_from, params, batch_stats)
+    params, batch_stats = jax.device_put((params, batch_stats), replicated)
+  tx, schedule = tx_builder(params)
+  opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
+  state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
+                     batch_stats=batch_stats, opt_state=opt_state,
+                     rng=jax.device_put(state_rng, replicated))
+  return state, tx, schedule
+
+
+def _warm_start(path, params, batch_stats):
+  loaded, loaded_stats = ckpt.params_from(path)
+  want = jax.tree_util.tree_structure(params)
+  if jax.tree_util.tree_structure(loaded) != want:
+    raise ValueError(f"init_from={path!r} holds parameters of another model: their tree "
+                     "differs from this model's.")
+  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
+    if a.shape != b.shape:
+      raise ValueError(f"init_from={path!r}: a parameter of shape {a.shape} where this model "
+                       f"has {b.shape}.")
+  logging.info("Warm start: parameters from %s.", path)
+  return loaded, (loaded_stats if batch_stats else batch_stats)
+
+
+def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, replicated):
+  def apply(state, params, images, train, rng):
+    variables = {"params": params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+    if train:
+      out, mutated = model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                 mutable=["batch_stats"] if state.batch_stats else [])
+      return out, mutated.get("batch_stats", state.batch_stats)
+    return model.apply(variables, images, train=False), state.batch_stats
+
+  def train_step(state, batch):
+    key = jax.random.fold_in(state.rng, state.step)
+    data_key, dropout_key = jax.random.split(key)
+    images, labels = task.device_batch(batch, data_key)
+
+    def loss_fn(params):
+      out, stats = apply(state, params, images, True, dropout_key)
+      losses, errors = task.losses(out, labels)
+      return losses.mean(), (stats, errors)
+
+    (loss, (stats, errors)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree_util.tree_map(lambda p, u: p + u, state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=stats,
+                              opt_state=opt_state)
+    grad_norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+    return new_state, {"loss": loss, "error": errors.mean(), "grad_norm": grad_norm,
+                       "learning_rate": schedule(state.step)}
+
+  def eval_step(state, batch):
+    out, _ = apply(state, state.params, batch["image"], False, None)
+    loss, errors = task.losses(out, batch["label"])
+    mask = batch["mask"].astype(jnp.float32)
+    return {"loss_sum": jnp.sum(loss * mask), "errors": jnp.sum(errors * mask),
+            "count": jnp.sum(mask)}
+
+  train = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
+                  out_shardings=(state_sharding, replicated), donate_argnums=0)
+  evaluate = jax.jit(eval_step, in_shardings=(state_sharding, batch_sharding),
+                     out_shardings=replicated)
+  return train, evaluate
+
+
+def _evaluate(evaluate, state, task, name, config, batch_sharding):
+  totals = {"loss_sum": 0.0, "errors": 0.0, "count": 0.0}
+  local = config.eval_batch_size // jax.process_count()
+  for batch in task.eval_batches(name, local, jax.process_index(), jax.process_count()):
+    out = jax.device_get(evaluate(state, _global(batch_sharding, batch)))
+    for k in totals:
+      totals[k] += float(out[k])
+  n = max(totals["count"], 1.0)
+  return {"loss": totals["loss_sum"] / n, "error": totals["errors"] / n,
+          "examples": totals["count"]}
+
+
+class _QuietOrbax(logging.Filter):
+  """Orbax logs every step of every save at INFO; the run's own lines are what matter."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def _quiet_orbax():
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
+
+
+def _stop(first_step, logged, checkpoints):
+  """Raises NonFiniteLossError naming the first step (1-based) whose loss was not finite."""
+  i = next(i for i, x in enumerate(logged) if not np.isfinite(x["loss"]))
+  last = checkpoints.latest_step()
+  kept = ("no checkpoint had been saved yet" if last is None else
+          f"the last good checkpoint (step {last}) is intact")
+  raise NonFiniteLossError(
+      f"The training loss became {float(logged[i]['loss'])} at step {first_step + i}. The run "
+      f"stopped and {kept}. Lower the learning rate or check the data.")
+
+
+def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
+  """Trains ``config``'s model on its task, evaluating and checkpointing in ``workdir``.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` from ``experiments/``.
+    workdir: the run's directory; a run there is resumed.
+    devices: the devices of the mesh (default: all of them, on every process).
+
+  Returns:
+    The contents of ``workdir/results.json``.
+  """
+  _quiet_orbax()
+  devices = jax.devices() if devices is None else list(devices)
+  _check_config(config, len(devices))
+  t_start = time.time()
+  task = tasks.make_task(config)
+  model = task.model()
+  is_main = jax.process_index() == 0
+  mesh = _mesh(devices)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  logging.info("%d process(es), %d device(s) in the mesh: %s", jax.process_count(),
+               len(devices), devices)
+
+  def tx_builder(params):
+    return optim.make_optimizer(
+        params, learning_rate=config.learning_rate, decay_every=config.decay_every,
+        decay_factor=config.decay_factor, momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        localization_lr_multiplier=config.localization_lr_multiplier)
+
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                 identity=_identity(config, task))
+  checkpoints.check_identity()
+  state, tx, schedule = _init_state(config, model, task, tx_builder, replicated)
+  state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
+  train_step, eval_step = _make_steps(model, task, tx, schedule, state_sharding, batch_sharding,
+                                      replicated)
+  data = task.train_iterator(jax.process_index(), jax.process_count())
+  start = checkpoints.latest_step()
+  if start is not None:
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, data_state = checkpoints.restore(start, abstract)
+    if data is not None and data_state:
+      data.set_state(data_state)
+    logging.info("Resumed from the checkpoint of step %d in %s.", start, workdir)
+  first = int(jax.device_get(state.step))
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
+
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
+  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size, enabled=is_main)
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  history = {"best_validation_error": None, "best_step": None}
+  pending = []  # the device metrics since the last log, fetched together
+  step = first
+  try:
+    while step < config.num_steps:
+      batch = next(data)
+      state, m = train_step(state, _global(batch_sharding, batch))
+      pending.append(m)
+      step += 1
+      last = step == config.num_steps
+      if step % config.log_every == 0 or last:
+        logged = jax.device_get(pending)
+        pending = []
+        means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
+        if not math.isfinite(means["loss"]):
+          _stop(step - len(logged) + 1, logged, checkpoints)
+        means.update(progress.rates(step))
+        writer.scalars(step, "train", means)
+        progress.line(step, {k: means[k] for k in ("loss", "error", "learning_rate",
+                                                     "images_per_second")})
+      if step % config.eval_every == 0 or last:
+        val = _evaluate(eval_step, state, task, "validation", config, batch_sharding)
+        writer.scalars(step, "validation", val)
+        logging.info("step %d validation: error %.4f, loss %.4f", step, val["error"],
+                     val["loss"])
+        best = history["best_validation_error"]
+        if best is None or val["error"] < best:
+          history.update(best_validation_error=val["error"], best_step=step)
+        checkpoints.save_best(step, state, data.get_state() if data else {}, val["error"])
+      if step % config.checkpoint_every == 0 or last:
+        if pending:  # never save a state whose loss is not known to be finite
+          logged = jax.device_get(pending)
+          if not all(np.isfinite(x["loss"]) for x in logged):
+            _stop(step - len(logged) + 1, logged, checkpoints)
+        checkpoints.save(step, state, data.get_state() if data else {})
+    results = {"config": config.to_dict(), **task.describe(), "model": config.model,
+               "num_params": num_params, "steps": step, "devices": len(devices),
+               "processes": jax.process_count(), "platform": jax.devices()[0].platform,
+               **history}
+    for name in task.eval_sets():
+      r = _evaluate(eval_step, state, task, name, config, batch_sharding)
+      writer.scalars(step, f"final_{name}", r)
+      results[f"{name}_error"] = r["error"]
+      results[f"{name}_loss"] = r["loss"]
+      results[f"{name}_examples"] = r["examples"]
+    results["wall_seconds_this_session"] = time.time() - t_start
+    if is_main:
+      with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(_plain(results), f, indent=2, sort_keys=True)
+    return _plain(results)
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+
+
+def _plain(tree):
+  return json.loads(json.dumps(tree, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                               else str(o)))
+
