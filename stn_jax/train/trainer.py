@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import optim, tasks
+from stn_jax.train import optim, pictures, tasks
 
 __all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
 
@@ -139,7 +139,9 @@ def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, repli
                        "learning_rate": schedule(state.step)}
 
   def eval_step(state, batch):
-    out, _ = apply(state, state.params, batch["image"], False, None)
+    forward = lambda images: apply(state, state.params, images, False, None)[0]
+    eval_forward = getattr(task, "eval_forward", None)
+    out = eval_forward(forward, batch["image"]) if eval_forward else forward(batch["image"])
     loss, errors = task.losses(out, batch["label"])
     mask = batch["mask"].astype(jnp.float32)
     return {"loss_sum": jnp.sum(loss * mask), "errors": jnp.sum(errors * mask),
@@ -162,6 +164,58 @@ def _evaluate(evaluate, state, task, name, config, batch_sharding):
   n = max(totals["count"], 1.0)
   return {"loss": totals["loss_sum"] / n, "error": totals["errors"] / n,
           "examples": totals["count"]}
+
+
+class _Pictures:
+  """Draws what the transformers do to fixed validation inputs (see ``pictures``).
+
+  The inputs are the first ``config.pictures`` of the validation set, read by
+  every process alike, so that the jitted forward pass, a collective over the
+  mesh, sees the same array everywhere; process 0 writes the picture.
+  """
+
+  def __init__(self, model, task, config, workdir, writer, state_sharding, replicated):
+    self.n = int(config.pictures or 0)
+    self.task, self.writer, self.replicated = task, writer, replicated
+    self.folder = os.path.join(workdir, "pictures")
+    self.inputs = None
+
+    def intermediates(state, images):
+      variables = {"params": state.params}
+      if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+      _, mutated = model.apply(variables, images, train=False, mutable=["intermediates"])
+      return mutated.get("intermediates", {})
+
+    self.fn = jax.jit(intermediates, in_shardings=(state_sharding, replicated),
+                      out_shardings=replicated)
+
+  def _read_inputs(self):
+    batch = next(iter(self.task.eval_batches("validation", self.n, 0, 1)))
+    images = np.asarray(batch["image"])[np.asarray(batch["mask"], bool)]
+    to_input = getattr(self.task, "picture_inputs", None)
+    return np.asarray(to_input(images) if to_input else images, np.float32)
+
+  def __call__(self, step, state):
+    if self.n <= 0:
+      return
+    if self.inputs is None:
+      self.inputs = self._read_inputs()
+      shapes = jax.eval_shape(self.fn, state, jax.ShapeDtypeStruct(self.inputs.shape,
+                                                                   self.inputs.dtype))
+      if not pictures.find_grids(shapes):
+        logging.info("The model has no spatial transformer: no pictures.")
+        self.n = 0
+        return
+    grids = pictures.find_grids(jax.device_get(
+        self.fn(state, _global(self.replicated, self.inputs))))
+    if jax.process_index() != 0:
+      return
+    picture = pictures.st_picture(self.inputs, grids)
+    os.makedirs(self.folder, exist_ok=True)
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    Image.fromarray(picture).save(os.path.join(self.folder, f"step_{step}.png"))
+    self.writer.image(step, "transformers", picture)
 
 
 class _QuietOrbax(logging.Filter):
@@ -200,6 +254,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   Returns:
     The contents of ``workdir/results.json``.
   """
+  if config.task == "colocalisation":  # no classifier: its own loop (triplet loss)
+    from stn_jax.train import colocalisation  # pylint: disable=import-outside-toplevel
+    return colocalisation.train_colocalisation(config, workdir)
   _quiet_orbax()
   devices = jax.devices() if devices is None else list(devices)
   _check_config(config, len(devices))
@@ -245,6 +302,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2))
+  draw = _Pictures(model, task, config, workdir, writer, state_sharding, replicated)
+  picture_every = config.picture_every or config.eval_every
   history = {"best_validation_error": None, "best_step": None}
   pending = []  # the device metrics since the last log, fetched together
   step = first
@@ -274,6 +333,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
         if best is None or val["error"] < best:
           history.update(best_validation_error=val["error"], best_step=step)
         checkpoints.save_best(step, state, data.get_state() if data else {}, val["error"])
+      if step % picture_every == 0 or last:
+        draw(step, state)
       if step % config.checkpoint_every == 0 or last:
         if pending:  # never save a state whose loss is not known to be finite
           logged = jax.device_get(pending)

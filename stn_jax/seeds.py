@@ -1,0 +1,94 @@
+"""Runs one config with several seeds and reports the mean and spread of its results.
+
+  python -m stn_jax.seeds --config=experiments/distorted_mnist.py:rts,st_cnn --workdir=runs/rts --seeds=0,1,2
+
+Seed ``s`` trains in ``WORKDIR/seed_s`` (``config.seed = s``: initialisation,
+data order and training distortions; the evaluation sets stay fixed by their
+own seeds, so every seed is scored on the same images). Each run resumes on
+its own, so an interrupted sweep continues where it stopped. At the end,
+``WORKDIR/summary.json`` holds every seed's results and, for each number they
+share, the mean, the sample standard deviation, the minimum and the maximum,
+as the paper averages several runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+__all__ = ["run_seeds", "summarise"]
+
+
+def summarise(results: dict) -> dict:
+  """Mean and spread of every number that all runs report.
+
+  Args:
+    results: seed -> that run's ``results.json`` contents.
+
+  Returns:
+    ``{'seeds': [...], 'runs': results, 'stats': {name: {'mean', 'std', 'min', 'max'}}}``;
+    ``std`` is the sample standard deviation (0 for a single run).
+
+  >>> s = summarise({0: {'test_error': 0.1, 'model': 'cnn'}, 1: {'test_error': 0.3}})
+  >>> {k: round(v, 4) for k, v in s['stats']['test_error'].items()}
+  {'mean': 0.2, 'std': 0.1414, 'min': 0.1, 'max': 0.3}
+  """
+  if not results:
+    raise ValueError("summarise needs the results of at least one run.")
+  runs = list(results.values())
+  names = [k for k, v in runs[0].items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)
+           and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
+                   for r in runs)]
+  stats = {}
+  for name in sorted(names):
+    values = [float(r[name]) for r in runs]
+    mean = sum(values) / len(values)
+    var = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    stats[name] = {"mean": mean, "std": math.sqrt(var), "min": min(values), "max": max(values)}
+  return {"seeds": list(results), "runs": results, "stats": stats}
+
+
+def run_seeds(config, workdir: str, seeds) -> dict:
+  """Trains ``config`` once per seed in ``workdir/seed_<s>`` and writes ``summary.json``."""
+  # Imported here so that `summarise` needs no JAX.
+  import jax  # pylint: disable=import-outside-toplevel
+  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  seeds = [int(s) for s in seeds]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds must be distinct and at least one, got {seeds}.")
+  results = {}
+  for seed in seeds:
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+      c.seed = seed
+    results[seed] = train.train_and_evaluate(c, os.path.join(workdir, f"seed_{seed}"))
+  summary = summarise(results)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump(summary, f, indent=2, sort_keys=True)
+  return summary
+
+
+def _main(argv):
+  from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+  summary = run_seeds(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.seeds)
+  for name in ("validation_error", "test_error"):
+    if name in summary["stats"]:
+      s = summary["stats"][name]
+      logging.info("%s over seeds %s: %.4f +- %.4f (min %.4f, max %.4f)", name,
+                   summary["seeds"], s["mean"], s["std"], s["min"], s["max"])
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=ungrouped-imports
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Sweep directory: one seed_<s> folder per seed.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(_main)
