@@ -29,6 +29,8 @@ def find_grids(intermediates) -> list[tuple[str, np.ndarray]]:
   ...                         'st_0': {'grid': (np.ones((2, 3, 3, 2)),), 'theta': (0,)}}}
   >>> [(name, g.shape) for name, g in find_grids(tree)]
   [('transformer/st_0', (2, 3, 3, 2)), ('transformer/st_1', (2, 3, 3, 2))]
+  >>> [(name, g.shape) for name, g in find_grids({'grid': (np.zeros((2, 4, 3, 3, 2)),)})][-1]
+  ('3', (2, 3, 3, 2))
   """
   found = []
 
@@ -39,7 +41,11 @@ def find_grids(intermediates) -> list[tuple[str, np.ndarray]]:
       value = node[key]
       if key == "grid":
         grid = value[-1] if isinstance(value, (tuple, list)) else value
-        found.append(("/".join(path), np.asarray(grid)))
+        if len(grid.shape) == 5:  # (N, T, Ho, Wo, 2): T parallel transformers in one module
+          found.extend(("/".join(path + [str(t)]), np.asarray(grid)[:, t])
+                       for t in range(grid.shape[1]))
+        else:
+          found.append(("/".join(path), np.asarray(grid)))
       else:
         visit(value, path + [str(key)])
 

@@ -203,7 +203,8 @@ class _Pictures:
       self.inputs = self._read_inputs()
       shapes = jax.eval_shape(self.fn, state, jax.ShapeDtypeStruct(self.inputs.shape,
                                                                    self.inputs.dtype))
-      if not pictures.find_grids(shapes):
+      paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
+      if not any(getattr(k, "key", None) == "grid" for p in paths for k in p):
         logging.info("The model has no spatial transformer: no pictures.")
         self.n = 0
         return
