@@ -2,9 +2,18 @@
 
 Flags only; the work is ``stn_jax.train.train_and_evaluate``. Override any
 config field with ``--config.<key>=<value>`` (e.g. ``--config.num_steps=1000``).
-On several processes (a TPU pod, or ``launch.sh --local N``), JAX's distributed
-runtime is started first.
+
+On several processes JAX's distributed runtime is started first. On a TPU pod
+JAX finds the coordinator, the number of processes and each one's id by
+itself. Elsewhere (``launch.sh --local N``, or hosts started by hand) give all
+three, as flags or in the environment: ``--coordinator_address`` or
+``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0), ``--num_processes``
+or ``JAX_NUM_PROCESSES``, ``--process_id`` or ``JAX_PROCESS_ID``. On CPUs the
+processes talk through gloo (``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` may name
+another).
 """
+
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -13,9 +22,103 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, with an optional ':variant'.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None, "Call jax.distributed.initialize() (default: when the environment "
-    "says there are several processes, or on a TPU pod).")
+    "distributed", None, "Call jax.distributed.initialize() (default: when a coordinator or "
+    "several processes are given, or on a TPU pod).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (default: "
+    "$JAX_COORDINATOR_ADDRESS; found by JAX on a TPU pod).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "How many processes train together (default: $JAX_NUM_PROCESSES; "
+    "found by JAX on a TPU pod).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's id, 0 to num_processes - 1 (default: $JAX_PROCESS_ID; "
+    "found by JAX on a TPU pod).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _env_int(name):
+  text = os.environ.get(name, "").strip()
+  if not text:
+    return None
+  try:
+    return int(text)
+  except ValueError:
+    raise app.UsageError(f"{name} must be an integer, got {text!r}.") from None
+
+
+def _distributed_args(values):
+  """The keyword arguments of ``jax.distributed.initialize``, or None for one process.
+
+  Args:
+    values: parsed ``FlagValues`` holding the distributed flags.
+  """
+  address = values.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  num = values.num_processes
+  num = _env_int("JAX_NUM_PROCESSES") if num is None else num
+  pid = values.process_id
+  pid = _env_int("JAX_PROCESS_ID") if pid is None else pid
+  pod = os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0
+  distributed = values.distributed
+  if distributed is None:
+    distributed = bool(address) or (num is not None and num > 1) or pod
+  if not distributed:
+    return None
+  if num is not None or pid is not None:  # set by hand: all three, consistent
+    missing = [name for name, value in (("--coordinator_address", address),
+                                        ("--num_processes", num), ("--process_id", pid))
+               if value is None]
+    if missing:
+      raise app.UsageError(
+          "Several processes started by hand need a coordinator address, the number of "
+          f"processes and each one's id; missing: {', '.join(missing)} (or their variables "
+          "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
+    if num < 1:
+      raise app.UsageError(f"The number of processes must be at least 1, got {num}.")
+    if not 0 <= pid < num:
+      raise app.UsageError(f"The process id must be in [0, {num}), got {pid}.")
+  if address is not None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+      raise app.UsageError(
+          f"The coordinator address must be host:port (e.g. 127.0.0.1:12345), got {address!r}.")
+  return {"coordinator_address": address, "num_processes": num, "process_id": pid}
+
+
+def _start_distributed(argv):
+  """Starts JAX's distributed runtime when several processes train together.
+
+  It must start before anything touches a device, and loading the config file
+  imports the model code; so this runs from the flags parser, after the
+  distributed flags are read and before the other flags (``--config``) are.
+  """
+  if any(a.split("=")[0] in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+    return
+  early = flags.FlagValues()
+  for holder in (_DISTRIBUTED, _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID):
+    early[holder.name] = flags.FLAGS[holder.name]  # the same flag objects, read early
+  try:
+    early(argv, known_only=True)
+  except flags.Error:
+    return  # the full parse reports it
+  kwargs = _distributed_args(early)
+  if kwargs is None:
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  # CPU processes need cross-process collectives (older JAX had none by default).
+  if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:
+    raise app.UsageError(
+        f"Could not start JAX's distributed runtime ({e}). Outside a TPU pod, give "
+        "--coordinator_address, --num_processes and --process_id (or JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or run one process with --nodistributed.") from e
+
+
+def _parse_flags(argv):
+  _start_distributed(argv)
+  return app.parse_flags_with_usage(argv)
 
 
 def main(argv):
@@ -23,17 +126,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
   import jax  # pylint: disable=import-outside-toplevel
   from stn_jax import train  # pylint: disable=import-outside-toplevel
-  distributed = _DISTRIBUTED.value
-  if distributed is None:
-    import os  # pylint: disable=import-outside-toplevel
-    distributed = bool(os.environ.get("JAX_COORDINATOR_ADDRESS")) or bool(
-        os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))
-  if distributed:
-    jax.distributed.initialize()
   logging.info("JAX process %d of %d, %d local device(s).", jax.process_index(),
                jax.process_count(), jax.local_device_count())
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

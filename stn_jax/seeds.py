@@ -85,10 +85,8 @@ def _main(argv):
 
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=ungrouped-imports
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Sweep directory: one seed_<s> folder per seed.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(_main)
+  # The entry point's flags (--config, --workdir and the multi-process ones) and its
+  # parser, which starts JAX's distributed runtime when several processes are given.
+  from stn_jax import main as entry
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run, each in WORKDIR/seed_<s>.")
+  app.run(_main, flags_parser=entry._parse_flags)  # pylint: disable=protected-access

@@ -103,7 +103,9 @@ def homography(source, target):
   return jnp.linalg.solve(system, jnp.concatenate([u, v]))
 
 
-CORNERS = jnp.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+# NumPy, not jnp: a jnp constant would start JAX's backend on import, before a
+# multi-process run can call jax.distributed.initialize().
+CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], np.float32)
 
 
 def projective(key, digit, others=None):

@@ -42,13 +42,19 @@ class Checkpoints:
     self.identity = _json_safe(identity)
     self.latest = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True,
+            # Both managers can save the same step; across processes Orbax names its
+            # barriers after the step, so each manager needs its own prefix.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="latest")),
         item_names=("state", "data", "meta"))
     self.best = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "best")),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda m: m["validation_error"],
-            best_mode="min"),
+            best_mode="min", multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="best")),
         item_names=("state", "data", "meta"))
 
   def check_identity(self):
