@@ -116,9 +116,44 @@ def _start_distributed(argv):
         "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or run one process with --nodistributed.") from e
 
 
+def _unknown_override(argv):
+  """The message for the first ``--config.KEY=...`` naming a field the config lacks, or None."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  config_arg = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+  if config_arg is None:
+    return None
+  path, _, variant = config_arg.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("_stn_config_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant or None)
+  except Exception:  # pylint: disable=broad-except
+    return None  # the config itself fails: the original error says more
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    node, seen = config, []
+    for key in arg[len("--config."):].split("=", 1)[0].split("."):
+      if not hasattr(node, "keys") or key not in node:
+        where = ".".join(seen) or "the top level"
+        valid = sorted(node.keys()) if hasattr(node, "keys") else []
+        return (f"{arg.split('=', 1)[0]} names no field of the config: {where} has "
+                f"{', '.join(valid) if valid else 'no fields'}.")
+      node = node[key]
+      seen.append(key)
+  return None
+
+
 def _parse_flags(argv):
   _start_distributed(argv)
-  return app.parse_flags_with_usage(argv)
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    message = _unknown_override(argv)
+    if message is None:
+      raise
+    raise SystemExit(f"FATAL Flags parsing error: {message}") from None
 
 
 def main(argv):

@@ -202,3 +202,18 @@ def test_seeds_run_in_their_own_folders_and_are_summarised(mnist_dir, tmp_path):
   assert summary["seeds"] == [3, 5]
   with pytest.raises(ValueError, match="distinct"):
     seeds.run_seeds(c, str(tmp_path), [1, 1])
+
+
+def test_an_unknown_config_key_lists_the_valid_ones(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+      [sys.executable, "-m", "stn_jax.main",
+       "--config=experiments/distorted_mnist.py:rts,fcn,smoke", f"--workdir={tmp_path / 'w'}",
+       "--config.data.sourc=idx"], cwd=repo, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"}, check=False)
+  assert out.returncode != 0
+  assert "--config.data.sourc names no field of the config: data has" in out.stderr
+  assert "source" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "w").exists()
