@@ -1,7 +1,11 @@
-"""Shared fixtures: float64 for exact comparisons, and the three ways every op is called."""
+"""Shared fixtures: float64 for exact comparisons, the three ways every op is called, and
+small digit-like MNIST files for the trainer's tests."""
 
 import jax
+import numpy as np
 import pytest
+
+from test_mnist_source import write_split
 
 
 @pytest.fixture
@@ -39,3 +43,18 @@ def transformed(request):
   a tuple of arrays) with the same batch first.
   """
   return TRANSFORMATIONS[request.param]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+  """Digit-like IDX files: a bright square whose position depends on the label."""
+  d = tmp_path_factory.mktemp("mnist")
+  for name, n, seed in (("train", 256, 0), ("t10k", 64, 1)):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, label in enumerate(labels):
+      r, c = 4 + 2 * (label // 5) * 5, 4 + 4 * (label % 5)
+      images[i, r:r + 6, c:c + 4] = 255
+    write_split(d, name, images, labels)
+  return d

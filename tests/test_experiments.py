@@ -15,7 +15,7 @@ import pytest
 from stn_jax import train
 from stn_jax.datasets import prepared
 from stn_jax.train import svhn_task, tasks
-from test_train import load_config, mnist_dir  # noqa: F401  (a fixture)
+from test_train import load_config
 
 
 def configure(name, variant, **overrides):

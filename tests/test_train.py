@@ -20,7 +20,6 @@ from stn_jax import train
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import tasks
 from stn_jax.train.config import parse_variant
-from test_mnist_source import write_split
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,21 +29,6 @@ def load_config(name, variant):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(variant)
-
-
-@pytest.fixture(scope="module")
-def mnist_dir(tmp_path_factory):
-  """Digit-like IDX files: a bright square whose position depends on the label."""
-  d = tmp_path_factory.mktemp("mnist")
-  for name, n, seed in (("train", 256, 0), ("t10k", 64, 1)):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = np.zeros((n, 28, 28), np.uint8)
-    for i, label in enumerate(labels):
-      r, c = 4 + 2 * (label // 5) * 5, 4 + 4 * (label % 5)
-      images[i, r:r + 6, c:c + 4] = 255
-    write_split(d, name, images, labels)
-  return d
 
 
 def smoke_config(mnist_dir, variant="rts,st_cnn,smoke", **overrides):
