@@ -1,0 +1,558 @@
+"""Co-localisation (supplementary section 1.2): its own training loop.
+
+Given ``N`` images that all show a digit of one class somewhere on an 84x84 canvas
+(:func:`stn_jax.datasets.distortions.colocalization_set`), an attention spatial
+transformer (the ``colocalizer`` model) learns to crop the digit, with neither labels nor
+boxes. It minimises the triplet hinge loss of eq. (1) of the supplement,
+
+  ``max(0, |e(I_n^T) - e(I_m^T)|^2 - |e(I_n^T) - e(I_n^rand)|^2 + alpha)``,
+
+over random pairs ``(n, m != n)``: the crops of two images should be closer to each other
+than a crop is to a random patch of its own image, in the space of a frozen encoder e()
+(the ``coloc_encoder`` over a ``cnn`` trained on plain MNIST).
+
+The choices the paper leaves open (docs/paper_notes.md, "Co-localisation training"):
+
+- **Encoder:** ``config.encoder_from`` names a trained ``cnn`` run (its workdir or a
+  checkpoint). Without it, ``config.encoder`` (``distorted_mnist.py:plain,cnn``) is trained
+  first with :func:`stn_jax.train.train_and_evaluate` in ``workdir/encoder`` for
+  ``encoder_steps`` steps (an interrupted encoder run resumes; a finished one is reused).
+  The encoder is frozen: its parameters are not in the optimised state and pass through
+  ``jax.lax.stop_gradient``; the gradient flows through it into the crops, so only the
+  localiser learns, as eq. (1) intends.
+- **Random crop** ``I_n^rand``: a 28x28 window (the size of the transformer's output and of
+  the digit) at a uniform integer position inside the 84x84 image, drawn afresh for every
+  pair at every step. ``random_crop='same_scale'`` instead draws windows of the scale the
+  transformer predicts for image ``n`` (:func:`same_scale_crops`).
+- **Descriptors:** used as they are (``normalize_features=True`` scales them to unit length
+  first), and the localiser starts at the identity (``init_scale`` overrides its ``s``).
+  docs/paper_notes.md gives what each of these alternatives did in our runs.
+- **Batches:** each SGD step draws ``batch_size`` pairs: ``n`` uniform, ``m`` uniform over
+  the other ``N - 1`` images; the loss is the mean over the pairs (eq. (1) sums over all
+  pairs; the mean is the same direction, scaled).
+- **Predicted box:** theta ``(s, tx, ty)`` reads the input window ``[tx - |s|, tx + |s|] x
+  [ty - |s|, ty + |s|]`` in normalised coordinates, which with ``align_corners=False`` (the
+  model's) are pixel edges: ``x = (u + 1) W / 2``. The box is not clipped to the image.
+
+The pairs and crops of step ``k`` come from ``fold_in(rng, k)``, so a run resumed from its
+Orbax checkpoint (``workdir/checkpoints``) follows the same trajectory as one that was not
+stopped. ``workdir/best`` stays empty: choosing a checkpoint by IoU would use the ground
+truth, which co-localisation must not see.
+
+Outputs in ``workdir``: ``metrics.jsonl`` (and TensorBoard files), ``results.json``
+(the class, T or TC, the share of images with IoU > 0.5, the mean IoU, each image's IoU,
+the steps and the config) and ``colocalisation.png`` (the first ``num_shown`` images with
+the ground-truth box in green and the predicted one in red).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stn_jax import models, ops
+from stn_jax.datasets import distortions, load_mnist
+from stn_jax.train import checkpoint as ckpt
+from stn_jax.train import metrics as metrics_lib
+from stn_jax.train import optim, trainer
+from stn_jax.train.trainer import TrainState
+
+__all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_crops",
+           "same_scale_crops", "sample_pairs", "theta_from_box", "train_colocalisation",
+           "triplet_hinge"]
+
+# The trainer's helpers, shared so that both loops behave alike.
+# pylint: disable=protected-access
+_plain, _quiet_orbax, _stop, _warm_start = (trainer._plain, trainer._quiet_orbax, trainer._stop,
+                                            trainer._warm_start)
+# pylint: enable=protected-access
+
+IOU_THRESHOLD = 0.5  # "correctly localised if the overlap ... is greater than 0.5"
+DISTORTIONS = ("T", "TC")
+RANDOM_CROPS = ("digit", "same_scale")
+_ENCODER_HW = (28, 28)  # the encoder's input: an MNIST digit
+
+
+def box_from_theta(theta, hw):
+  """Pixel boxes ``(x0, y0, x1, y1)`` read by attention parameters ``(s, tx, ty)``.
+
+  The attention transform maps the output window ``[-1, 1]^2`` onto ``[tx - s, tx + s] x
+  [ty - s, ty + s]`` of the input, in normalised coordinates; with ``align_corners=False``
+  (the ``colocalizer``'s) -1 and 1 are the outer edges of the image, so ``x = (u + 1) W / 2``.
+  A negative ``s`` (a mirrored crop) reads the same window.
+
+  Args:
+    theta: ``(..., 3)`` attention parameters.
+    hw: ``(H, W)`` of the input image.
+
+  Returns:
+    ``(..., 4)`` float64 boxes in pixels (edges), not clipped to the image.
+
+  >>> box_from_theta([1 / 3, 0.0, 0.0], (84, 84)).round(6).tolist()
+  [28.0, 28.0, 56.0, 56.0]
+  >>> box_from_theta([1.0, 0.0, 0.0], (84, 84)).tolist()  # the identity: the whole image
+  [0.0, 0.0, 84.0, 84.0]
+  """
+  theta = np.asarray(theta, np.float64)
+  if theta.shape[-1:] != (3,):
+    raise ValueError(f"Attention parameters have 3 values (s, tx, ty); got shape {theta.shape}.")
+  h, w = hw
+  s, tx, ty = np.abs(theta[..., 0]), theta[..., 1], theta[..., 2]
+  return np.stack([(tx - s + 1) * w / 2, (ty - s + 1) * h / 2,
+                   (tx + s + 1) * w / 2, (ty + s + 1) * h / 2], -1)
+
+
+def theta_from_box(box, hw):
+  """The attention parameters ``(s, tx, ty)`` of a square pixel box (the inverse of
+  :func:`box_from_theta`).
+
+  >>> theta_from_box([0, 0, 84, 84], (84, 84)).tolist()
+  [1.0, 0.0, 0.0]
+  """
+  box = np.asarray(box, np.float64)
+  h, w = hw
+  width, height = box[..., 2] - box[..., 0], box[..., 3] - box[..., 1]
+  if not np.allclose(width / w, height / h):
+    raise ValueError("An attention box has the image's aspect ratio (one scale for both axes); "
+                     f"got widths {width} and heights {height} on a {h}x{w} image.")
+  return np.stack([width / w, (box[..., 0] + box[..., 2]) / w - 1,
+                   (box[..., 1] + box[..., 3]) / h - 1], -1)
+
+
+def box_iou(a, b):
+  """Intersection over union of boxes ``(x0, y0, x1, y1)`` (``x1 >= x0``, ``y1 >= y0``).
+
+  Args:
+    a, b: ``(..., 4)`` boxes, broadcast against each other.
+
+  Returns:
+    ``(...)`` float64 IoU in [0, 1]; 0 where both boxes are empty.
+
+  >>> float(box_iou([0, 0, 2, 2], [1, 1, 3, 3]))  # 1 / (4 + 4 - 1)
+  0.14285714285714285
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+  ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+  inter = iw * ih
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+  union = area(a) + area(b) - inter
+  return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def triplet_hinge(e_n, e_m, e_rand, margin: float = 1.0):
+  """Eq. (1) for a batch of pairs: ``max(0, |e_n - e_m|^2 - |e_n - e_rand|^2 + margin)``.
+
+  Args:
+    e_n, e_m: ``(B, D)`` descriptors of the crops of images ``n`` and ``m``.
+    e_rand: ``(B, D)`` descriptors of random crops of images ``n``.
+    margin: alpha (1 in the paper).
+
+  Returns:
+    ``(losses (B,), pair distances (B,), random distances (B,))``, squared distances.
+
+  >>> losses, _, _ = triplet_hinge(jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]]),
+  ...                              jnp.array([[0.5, 0.0]]))
+  >>> losses.tolist()  # 1 - 0.25 + 1
+  [1.75]
+  """
+  d_pair = jnp.sum(jnp.square(e_n - e_m), -1)
+  d_rand = jnp.sum(jnp.square(e_n - e_rand), -1)
+  return jnp.maximum(0.0, d_pair - d_rand + margin), d_pair, d_rand
+
+
+def sample_pairs(key, batch_size: int, num_images: int):
+  """``batch_size`` random pairs ``(n, m)`` with ``m != n``: ``n`` uniform over the images,
+  ``m`` uniform over the other ``num_images - 1``.
+
+  Returns:
+    ``(n, m)``, two ``(batch_size,)`` int32 arrays.
+  """
+  kn, km = jax.random.split(key)
+  n = jax.random.randint(kn, (batch_size,), 0, num_images)
+  m = (n + jax.random.randint(km, (batch_size,), 1, num_images)) % num_images
+  return n, m
+
+
+def random_crops(key, images, hw):
+  """One window of size ``hw`` per image at a uniform integer position inside it.
+
+  Args:
+    key: PRNG key.
+    images: ``(B, H, W, C)``.
+    hw: ``(h, w)`` of the windows, at most the images'.
+
+  Returns:
+    ``((B, h, w, C) crops, (B, 4) boxes (x0, y0, x1, y1) in pixels)``.
+  """
+  b, height, width, c = images.shape
+  h, w = hw
+  ky, kx = jax.random.split(key)
+  y0 = jax.random.randint(ky, (b,), 0, height - h + 1)
+  x0 = jax.random.randint(kx, (b,), 0, width - w + 1)
+  crops = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
+      images, y0, x0)
+  return crops, jnp.stack([x0, y0, x0 + w, y0 + h], -1)
+
+
+def same_scale_crops(key, images, scale, out_hw):
+  """Random attention windows of the transformer's scale ``|scale|``, for
+  ``random_crop='same_scale'``.
+
+  The centre is uniform over ``[-|1 - s|, |1 - s|]^2``: windows inside the image when
+  ``s < 1``, windows holding the whole image when ``s > 1``.
+
+  Args:
+    key: PRNG key.
+    images: ``(B, H, W, C)``.
+    scale: ``(B,)`` the window's half-size in normalised coordinates.
+    out_hw: the crops' ``(h, w)``.
+
+  Returns:
+    ``(B, h, w, C)`` crops, sampled as the transformer samples.
+  """
+  s = jnp.abs(scale)
+  t = jax.random.uniform(key, (images.shape[0], 2), minval=-1.0, maxval=1.0) * jnp.abs(
+      1 - s)[:, None]
+  return ops.warp(images, jnp.concatenate([s[:, None], t], -1).astype(images.dtype), out_hw,
+                  transform="attention")
+
+
+def draw_boxes(images, true_boxes, pred_boxes, ious=None, *, cols: int = 4,
+               scale: int = 2) -> np.ndarray:
+  """A grid of grey images with the ground-truth box in green and the predicted one in red.
+
+  Args:
+    images: ``(K, H, W, 1)`` in [0, 1].
+    true_boxes, pred_boxes: ``(K, 4)`` pixel boxes ``(x0, y0, x1, y1)``.
+    ious: ``(K,)`` printed under each image, or None.
+    cols: images per row.
+    scale: pixels per image pixel.
+
+  Returns:
+    ``(rows * (H * scale + caption), cols * W * scale, 3)`` uint8 picture.
+  """
+  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+
+  images = np.asarray(images)
+  k, h, w = images.shape[:3]
+  cell_h, cell_w, caption, pad = h * scale, w * scale, 14 if ious is not None else 0, 2
+  rows = -(-k // cols)
+  canvas = Image.new("RGB", (cols * (cell_w + pad), rows * (cell_h + caption + pad)), "white")
+  for i in range(k):
+    r, c = divmod(i, cols)
+    grey = (np.clip(images[i, ..., 0], 0, 1) * 255).astype(np.uint8)
+    # Each image is drawn on its own tile, so a box reaching outside the image is cut at its
+    # edge instead of spilling onto the neighbours.
+    tile = Image.new("RGB", (cell_w, cell_h + caption), "white")
+    tile.paste(Image.fromarray(grey).resize((cell_w, cell_h), Image.NEAREST).convert("RGB"))
+    draw = ImageDraw.Draw(tile)
+    for box, colour in ((true_boxes[i], (0, 200, 0)), (pred_boxes[i], (230, 30, 30))):
+      x0, x1 = (min(max(float(v) * scale, -4.0), cell_w + 4.0) for v in box[0::2])
+      y0, y1 = (min(max(float(v) * scale, -4.0), cell_h + 4.0) for v in box[1::2])
+      draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=2)
+    if ious is not None:
+      draw.rectangle([0, cell_h, cell_w, cell_h + caption], fill="white")
+      draw.text((2, cell_h + 1), f"IoU {float(ious[i]):.2f}", fill=(0, 0, 0))
+    canvas.paste(tile, (c * (cell_w + pad), r * (cell_h + caption + pad)))
+  return np.asarray(canvas)
+
+
+def _check_config(config):
+  if config.task != "colocalisation":
+    raise ValueError(f"train_colocalisation runs the 'colocalisation' task, not "
+                     f"{config.task!r}.")
+  if config.model != "colocalizer":
+    raise ValueError(f"Co-localisation trains the 'colocalizer' model, not {config.model!r}.")
+  d = config.data
+  if d.distortion not in DISTORTIONS:
+    raise ValueError(f"data.distortion must be one of {', '.join(DISTORTIONS)} (translated, "
+                     f"or translated and cluttered); got {d.distortion!r}.")
+  if d.digit_class not in range(10):
+    raise ValueError(f"data.digit_class must be a digit class 0-9, got {d.digit_class!r}.")
+  if d.size < 2:
+    raise ValueError(f"data.size must be at least 2 (the loss compares pairs of images), got "
+                     f"{d.size}.")
+  for name in ("num_steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
+               "checkpoint_every", "encoder_steps"):
+    if config[name] <= 0:
+      raise ValueError(f"{name} must be positive, got {config[name]}.")
+  if config.random_crop not in RANDOM_CROPS:
+    raise ValueError(f"random_crop must be one of {', '.join(RANDOM_CROPS)}, got "
+                     f"{config.random_crop!r}.")
+  if config.init_scale is not None and not (math.isfinite(config.init_scale)
+                                            and config.init_scale > 0):
+    raise ValueError(f"init_scale must be a positive number (or None), got {config.init_scale}.")
+  if not (math.isfinite(config.margin) and config.margin >= 0):
+    raise ValueError(f"The margin must be a finite number >= 0, got {config.margin}.")
+  out_hw = tuple(config.model_kwargs.to_dict().get("out_hw", _ENCODER_HW))
+  if out_hw != _ENCODER_HW:
+    raise ValueError(f"model_kwargs.out_hw must be the encoder's input size {_ENCODER_HW}, "
+                     f"got {out_hw}.")
+
+
+def _dataset(config):
+  d = config.data
+  digits, labels = load_mnist("train", d.mnist_dir, source=d.source)
+  images, boxes = distortions.colocalization_set(
+      digits.astype(np.float32) / 255.0, labels, d.digit_class, clutter=d.distortion == "TC",
+      seed=d.seed, size=d.size)
+  return images, boxes
+
+
+def _encoder_model(params, where):
+  """The ``coloc_encoder`` that ``params`` (a ``cnn``'s) fit, or a ValueError."""
+  try:
+    conv, fc = params["classifier"]["conv_0"]["kernel"], params["classifier"]["fc_4"]["bias"]
+  except (KeyError, TypeError):
+    raise ValueError(f"{where} does not hold the parameters of a `cnn` model (e.g. a "
+                     "distorted_mnist.py:plain,cnn run), which the encoder needs.") from None
+  model = models.get_model("coloc_encoder", input_shape=(*_ENCODER_HW, 1),
+                           num_classes=int(fc.shape[0]), filters=int(conv.shape[-1]))
+  want = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                           jnp.zeros((1, *_ENCODER_HW, 1))))["params"]
+  same = jax.tree_util.tree_structure(want) == jax.tree_util.tree_structure(params) and all(
+      a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(want),
+                                         jax.tree_util.tree_leaves(params)))
+  if not same:
+    raise ValueError(f"{where} holds parameters of another model: the encoder needs a `cnn` "
+                     f"on 28x28x1 digits.")
+  return model
+
+
+def _encoder_source(config, workdir) -> dict:
+  """Where the encoder comes from, for the checkpoint identity and results.json."""
+  if config.encoder_from:
+    return {"encoder_from": os.path.abspath(config.encoder_from)}
+  return {"encoder_trained_in": os.path.abspath(os.path.join(workdir, "encoder")),
+          "encoder_steps": int(config.encoder.num_steps)}
+
+
+def _encoder(config, source):
+  """``(encoder model, its parameters)``, training the encoder first if ``source`` says so."""
+  path = source.get("encoder_from") or source["encoder_trained_in"]
+  results = os.path.join(path, "results.json")
+  if "encoder_trained_in" in source:
+    finished = False
+    if os.path.exists(results):
+      with open(results, encoding="utf-8") as f:
+        finished = json.load(f).get("steps") == config.encoder.num_steps
+    if finished:
+      logging.info("The encoder in %s is trained already.", path)
+    else:
+      logging.info("Training the encoder e() (%s, %d steps) in %s.", config.encoder.model,
+                   config.encoder.num_steps, path)
+      trainer.train_and_evaluate(config.encoder, path)
+  params, _ = ckpt.params_from(path)
+  if os.path.exists(results):
+    with open(results, encoding="utf-8") as f:
+      source["encoder_test_error"] = json.load(f).get("test_error")
+  return _encoder_model(params, f"The encoder checkpoint {path!r}"), params
+
+
+def _identity(config, encoder_info) -> dict:
+  d = config.data
+  return {"task": config.task, "model": config.model,
+          "model_kwargs": config.model_kwargs.to_dict(), "distortion": d.distortion,
+          "digit_class": int(d.digit_class), "size": int(d.size), "data_seed": int(d.seed),
+          "encoder": encoder_info.get("encoder_from") or
+                     f"trained in the workdir for {encoder_info['encoder_steps']} steps"}
+
+
+def _make_steps(localizer, encoder, tx, schedule, config):
+  batch, margin = int(config.batch_size), float(config.margin)
+  same_scale = config.random_crop == "same_scale"
+  normalize = bool(config.normalize_features)
+
+  def encode(enc_params, crops):
+    # Frozen: no gradient reaches the encoder's parameters, while the crops' does flow back
+    # through it into the localiser.
+    e = encoder.apply({"params": jax.lax.stop_gradient(enc_params)}, crops)
+    if normalize:
+      e = e / jnp.sqrt(jnp.sum(jnp.square(e), -1, keepdims=True) + 1e-12)
+    return e
+
+  def train_step(state, enc_params, images):
+    n_images = images.shape[0]
+    key = jax.random.fold_in(state.rng, state.step)
+    kn, kc = jax.random.split(key)
+    n, m = sample_pairs(kn, batch, n_images)
+    if not same_scale:
+      rand_crops, _ = random_crops(kc, images[n], _ENCODER_HW)
+      e_rand_fixed = encode(enc_params, rand_crops)  # depends on no parameter being trained
+
+    def loss_fn(params):
+      crops, aux = localizer.apply({"params": params}, images[jnp.concatenate([n, m])])
+      e = encode(enc_params, crops)
+      if same_scale:
+        scale = jax.lax.stop_gradient(aux["theta"][:batch, 0])
+        e_rand = encode(enc_params, jax.lax.stop_gradient(
+            same_scale_crops(kc, images[n], scale, _ENCODER_HW)))
+      else:
+        e_rand = e_rand_fixed
+      losses, d_pair, d_rand = triplet_hinge(e[:batch], e[batch:], e_rand, margin)
+      return losses.mean(), (losses, d_pair, d_rand, aux["theta"])
+
+    (loss, (losses, d_pair, d_rand, theta)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree_util.tree_map(lambda p, u: p + u, state.params, updates)
+    grad_norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {"loss": loss, "active_pairs": jnp.mean(losses > 0),
+                       "pair_distance": d_pair.mean(), "random_distance": d_rand.mean(),
+                       "scale": jnp.abs(theta[:, 0]).mean(), "grad_norm": grad_norm,
+                       "learning_rate": schedule(state.step)}
+
+  def thetas(params, images):
+    return localizer.apply({"params": params}, images)[1]["theta"]
+
+  return jax.jit(train_step, donate_argnums=0), jax.jit(thetas)
+
+
+def _check_finite(step, logged, checkpoints):
+  """Raises NonFiniteLossError naming the first step whose loss was not finite; ``logged``
+  holds the metrics of the steps up to ``step``."""
+  if not all(np.isfinite(x["loss"]) for x in logged):
+    _stop(step - len(logged) + 1, logged, checkpoints)
+
+
+def _evaluate(thetas, params, images, boxes, chunk):
+  theta = np.concatenate([np.asarray(thetas(params, images[i:i + chunk]))
+                          for i in range(0, len(images), chunk)])
+  pred = box_from_theta(theta, images.shape[1:3])
+  ious = box_iou(pred, boxes)
+  summary = {"localised": float(np.mean(ious > IOU_THRESHOLD)), "mean_iou": float(ious.mean()),
+             "scale": float(np.abs(theta[:, 0]).mean())}
+  return summary, pred, ious
+
+
+def train_colocalisation(config, workdir: str) -> dict:
+  """Trains the co-localiser of ``config`` (``experiments/colocalisation.py``) in ``workdir``.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` with ``task='colocalisation'``.
+    workdir: the run's directory; a run there is resumed.
+
+  Returns:
+    The contents of ``workdir/results.json``: ``digit_class``, ``distortion`` (T or TC),
+    ``localised`` (the share of images with IoU > 0.5), ``mean_iou``, ``ious``, ``steps``,
+    the encoder used and the config.
+
+  Raises:
+    stn_jax.train.NonFiniteLossError: the loss became NaN or Inf (the message names the
+      step); the checkpoints before it are kept.
+  """
+  _quiet_orbax()
+  t_start = time.time()
+  _check_config(config)
+  images, boxes = _dataset(config)
+  localizer = models.get_model(config.model, input_shape=images.shape[1:],
+                               **config.model_kwargs.to_dict())
+  encoder_info = _encoder_source(config, workdir)
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                 identity=_identity(config, encoder_info))
+  try:
+    checkpoints.check_identity()
+    encoder, enc_params = _encoder(config, encoder_info)
+    return _train(config, workdir, images, boxes, localizer, encoder, enc_params, encoder_info,
+                  checkpoints, t_start)
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+
+
+def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encoder_info,
+           checkpoints, t_start):
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  params = localizer.init(init_rng, jnp.zeros((1, *images.shape[1:]), jnp.float32))["params"]
+  if config.init_scale is not None:
+    out = params["transformer"]["localization_out"]
+    out["bias"] = jnp.asarray([config.init_scale, 0.0, 0.0], out["bias"].dtype)
+  if config.init_from:
+    params, _ = _warm_start(config.init_from, params, {})
+  tx, schedule = optim.make_optimizer(
+      params, learning_rate=config.learning_rate, decay_every=config.decay_every,
+      decay_factor=config.decay_factor, momentum=config.momentum,
+      weight_decay=config.weight_decay,
+      localization_lr_multiplier=config.localization_lr_multiplier)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                     opt_state=tx.init(params), rng=state_rng)
+  start = checkpoints.latest_step()
+  if start is not None:
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, _ = checkpoints.restore(start, abstract)
+    logging.info("Resumed from the checkpoint of step %d in %s.", start, workdir)
+  first = int(state.step)
+  train_step, thetas = _make_steps(localizer, encoder, tx, schedule, config)
+  data = jnp.asarray(images)
+  shown = slice(0, min(int(config.num_shown), len(images)))
+
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
+  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  def evaluate(step):
+    summary, pred, ious = _evaluate(thetas, state.params, images, boxes, config.eval_batch_size)
+    writer.scalars(step, "colocalisation", summary)
+    writer.image(step, "colocalisation",
+                 draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown]))
+    logging.info("step %d: %.0f%% localised (IoU > %.1f), mean IoU %.3f, mean scale %.3f",
+                 step, 100 * summary["localised"], IOU_THRESHOLD, summary["mean_iou"],
+                 summary["scale"])
+    return summary, pred, ious
+
+  pending = []  # the device metrics since the last log line, fetched together
+  step = first
+  final = None
+  try:
+    if first == 0:
+      evaluate(0)
+    while step < config.num_steps:
+      state, m = train_step(state, enc_params, data)
+      pending.append(m)
+      step += 1
+      last = step == config.num_steps
+      if step % config.log_every == 0 or last:
+        logged = jax.device_get(pending)
+        pending = []
+        _check_finite(step, logged, checkpoints)
+        means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
+        means.update(progress.rates(step))
+        writer.scalars(step, "train", means)
+        progress.line(step, {k: means[k] for k in ("loss", "active_pairs", "scale",
+                                                     "learning_rate", "steps_per_second")})
+      if step % config.eval_every == 0 or last:
+        final = evaluate(step)
+      if step % config.checkpoint_every == 0 or last:
+        if pending:  # never save a state whose loss is not known to be finite
+          _check_finite(step, jax.device_get(pending), checkpoints)
+        checkpoints.save(step, state, {})
+    summary, pred, ious = final if final is not None else evaluate(step)
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    Image.fromarray(draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown])).save(
+        os.path.join(workdir, "colocalisation.png"))
+    d = config.data
+    results = {"config": config.to_dict(), "task": config.task, "model": config.model,
+               "digit_class": int(d.digit_class), "distortion": d.distortion,
+               "num_images": len(images), "steps": step, **summary,
+               "iou_threshold": IOU_THRESHOLD, "ious": [float(x) for x in ious],
+               "num_params": sum(int(np.prod(p.shape))
+                                 for p in jax.tree_util.tree_leaves(state.params)),
+               **encoder_info, "platform": jax.devices()[0].platform,
+               "wall_seconds_this_session": time.time() - t_start}
+    results = _plain(results)
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2, sort_keys=True)
+    return results
+  finally:
+    writer.close()
