@@ -163,7 +163,11 @@ def main(argv):
   from stn_jax import train  # pylint: disable=import-outside-toplevel
   logging.info("JAX process %d of %d, %d local device(s).", jax.process_index(),
                jax.process_count(), jax.local_device_count())
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (FileNotFoundError, train.NonFiniteLossError) as e:
+    # Missing data or a diverged run: the message says what to do; a traceback would not.
+    raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

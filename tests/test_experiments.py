@@ -204,16 +204,29 @@ def test_seeds_run_in_their_own_folders_and_are_summarised(mnist_dir, tmp_path):
     seeds.run_seeds(c, str(tmp_path), [1, 1])
 
 
-def test_an_unknown_config_key_lists_the_valid_ones(tmp_path):
+def run_main(*args, env=None):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run(
-      [sys.executable, "-m", "stn_jax.main",
-       "--config=experiments/distorted_mnist.py:rts,fcn,smoke", f"--workdir={tmp_path / 'w'}",
-       "--config.data.sourc=idx"], cwd=repo, capture_output=True, text=True, timeout=120,
-      env={**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"}, check=False)
+  return subprocess.run(
+      [sys.executable, "-m", "stn_jax.main", *args], cwd=repo, capture_output=True, text=True,
+      timeout=120, check=False,
+      env={**os.environ, **(env or {}), "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"})
+
+
+def test_an_unknown_config_key_lists_the_valid_ones(tmp_path):
+  out = run_main("--config=experiments/distorted_mnist.py:rts,fcn,smoke",
+                 f"--workdir={tmp_path / 'w'}", "--config.data.sourc=idx")
   assert out.returncode != 0
   assert "--config.data.sourc names no field of the config: data has" in out.stderr
   assert "source" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def test_missing_mnist_stops_with_a_sentence_and_writes_nothing(tmp_path):
+  out = run_main("--config=experiments/distorted_mnist.py:rts,fcn,smoke",
+                 f"--workdir={tmp_path / 'w'}", env={"STN_MNIST_DIR": str(tmp_path / "none")})
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1].startswith("error: MNIST directory")
+  assert "STN_MNIST_DIR" in out.stderr and "Traceback" not in out.stderr
   assert not (tmp_path / "w").exists()

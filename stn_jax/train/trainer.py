@@ -278,6 +278,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
         weight_decay=config.weight_decay,
         localization_lr_multiplier=config.localization_lr_multiplier)
 
+  # The data first: where it is missing, the run stops before it writes anything.
+  data = task.train_iterator(jax.process_index(), jax.process_count())
   checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
                                  identity=_identity(config, task))
   checkpoints.check_identity()
@@ -285,7 +287,6 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
   train_step, eval_step = _make_steps(model, task, tx, schedule, state_sharding, batch_sharding,
                                       replicated)
-  data = task.train_iterator(jax.process_index(), jax.process_count())
   start = checkpoints.latest_step()
   if start is not None:
     abstract = jax.tree_util.tree_map(
