@@ -5,10 +5,8 @@ MNIST comes from small IDX files written here, so these tests never need the rea
 ``data.coloc_mnist`` points at them.
 """
 
-import importlib.util
 import json
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -20,17 +18,12 @@ from stn_jax import models, ops
 from stn_jax.train import NonFiniteLossError
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import colocalisation as coloc
+import experiment_configs
+from experiment_configs import configure
 from test_mnist_source import write_split
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
 def load_config(variant):
-  spec = importlib.util.spec_from_file_location(
-      "colocalisation", REPO / "experiments" / "colocalisation.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return experiment_configs.load_config("colocalisation", variant)
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +43,8 @@ def coloc_mnist(tmp_path_factory):
 
 
 def smoke_config(coloc_mnist, variant="t,8,smoke", **overrides):
-  c = load_config(variant)
-  c.unlock()
-  c.data.mnist_dir = str(coloc_mnist)
-  c.tensorboard = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  c.lock()
-  return c
+  return configure("colocalisation", variant,
+                   **{"data.mnist_dir": str(coloc_mnist), **overrides})
 
 
 def jsonl(workdir):

@@ -28,7 +28,7 @@ from stn_jax.models.inception_bn import InceptionBN, save_backbone
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import cub_task, optim, trainer
 from test_cub_data import IMAGES, _official_files, _pack
-from test_train import load_config
+from experiment_configs import configure, load_config
 
 NUM_TRAIN = sum(1 for image in IMAGES if image[3])  # 6
 NUM_TEST = len(IMAGES) - NUM_TRAIN  # 3
@@ -52,17 +52,8 @@ def data_dir(tmp_path_factory):
 
 
 def smoke_config(data_dir, variant="cnn,smoke", **overrides):
-  c = load_config("cub", variant)
-  with c.unlocked():
-    c.data.data_dir = None if data_dir is None else str(data_dir)
-    c.tensorboard = False
-    for k, v in overrides.items():
-      node = c
-      *path, last = k.split(".")
-      for p in path:
-        node = node[p]
-      node[last] = v
-  return c
+  return configure("cub", variant, **{"data.data_dir": None if data_dir is None else str(data_dir),
+                                      **overrides})
 
 
 @pytest.fixture(scope="module")

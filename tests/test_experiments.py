@@ -15,21 +15,7 @@ import pytest
 from stn_jax import train
 from stn_jax.datasets import prepared
 from stn_jax.train import svhn_task, tasks
-from test_train import load_config
-
-
-def configure(name, variant, **overrides):
-  c = load_config(name, variant)
-  c.unlock()
-  c.tensorboard = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  c.lock()
-  return c
+from experiment_configs import configure, load_config
 
 
 def assert_run_files(workdir, results, steps):

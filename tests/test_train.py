@@ -5,10 +5,8 @@ MNIST comes from small IDX files written here, so these tests never need the
 real data; ``data.mnist_dir`` points at them.
 """
 
-import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -20,30 +18,12 @@ from stn_jax import train
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import tasks
 from stn_jax.train.config import parse_variant
+from experiment_configs import REPO, configure, load_config
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def load_config(name, variant):
-  spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def smoke_config(mnist_dir, variant="rts,st_cnn,smoke", **overrides):
-  c = load_config("distorted_mnist", variant)
-  c.unlock()
-  c.data.mnist_dir = str(mnist_dir)
-  c.tensorboard = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  c.lock()
-  return c
+  return configure("distorted_mnist", variant, **{"data.mnist_dir": str(mnist_dir), **overrides})
 
 
 def jsonl(workdir):
