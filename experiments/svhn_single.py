@@ -1,18 +1,10 @@
 """SVHN multi-digit (paper section 4.2, supplementary 1.4): st_cnn_single.
 
   python -m stn_jax.main --config=experiments/svhn_single.py --workdir=runs/svhn_single
-  python -m stn_jax.main --config=experiments/svhn_single.py:128 --workdir=runs/svhn_single_128
+  python -m stn_jax.main --config=experiments/svhn_single.py:offline --workdir=runs/svhn_single_offline
 
-Reads the real SVHN prepared by
-python -m stn_jax.datasets.prepare svhn --manual_dir=DIR [--config=128] (see
-data/README.md; a run on unprepared data stops with that command). Without SVHN,
-:offline trains on MNIST-numbers, a stand-in made of MNIST digits in the same
-format: it is not SVHN and its results say nothing about SVHN. smoke runs a
-few steps of a narrow network (e.g. :offline,smoke). The paper's defaults:
-SGD, batch 128, 0.01 divided by ten every 80k steps, 400k steps, weight decay
-0.0005, dropout 0.5, localisation nets at a tenth of the base rate; training on
-train + extra less 5k validation numbers (--config.data.use_extra=False for
-train alone).
+The variants (64, 128, offline, smoke), the paper's defaults and
+the data are as in svhn_cnn.py; only the network differs.
 """
 
 from stn_jax.train.config import svhn_config

@@ -1,6 +1,8 @@
 """Shared fixtures: float64 for exact comparisons, the three ways every op is called, and
 small digit-like MNIST files for the trainer's tests."""
 
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -58,3 +60,23 @@ def mnist_dir(tmp_path_factory):
       images[i, r:r + 6, c:c + 4] = 255
     write_split(d, name, images, labels)
   return d
+
+
+class _NoTensorFlow:
+  """A meta-path finder under which any ``import tensorflow`` fails."""
+
+  def find_spec(self, name, path=None, target=None):
+    del path, target
+    if name == "tensorflow" or name.startswith("tensorflow."):
+      raise ImportError(f"test: {name} must not be imported")
+
+
+@pytest.fixture
+def no_tensorflow(monkeypatch):
+  """Makes TensorFlow unimportable for the test, whether or not it is installed.
+
+  (A None entry in sys.modules would do that too, but TFDS reads any entry there
+  as "TF is loaded".)
+  """
+  monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+  monkeypatch.setattr(sys, "meta_path", [_NoTensorFlow(), *sys.meta_path])
