@@ -80,3 +80,6 @@ def no_tensorflow(monkeypatch):
   """
   monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
   monkeypatch.setattr(sys, "meta_path", [_NoTensorFlow(), *sys.meta_path])
+  # etils (under TFDS) asks once whether TensorFlow is installed, by looking for it, which
+  # the finder above makes raise; this variable tells it to use no TensorFlow without asking.
+  monkeypatch.setenv("EPATH_USE_TF", "false")
