@@ -1,0 +1,216 @@
+"""First results on real MNIST (issue 6): trains the nine distorted-MNIST runs, then writes
+``docs/results.md``, ``docs/results/*.json`` and the pictures from their ``results.json``.
+
+  python docs/make_results.py run      # train what is missing (resumes), then write
+  python docs/make_results.py write    # only rewrite the docs from finished runs
+
+Every run has the same budget (``--steps``, ``--batch``); the learning rate is
+divided by ten after each third of the steps, as the paper's 150k steps are
+divided at 50k and 100k. Runs live in ``--runs`` (default ``runs/first_results``,
+git-ignored); a run stopped midway resumes from its checkpoint. MNIST comes from
+``$STN_MNIST_DIR`` (see data/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+DOCS = pathlib.Path(__file__).resolve().parent
+REPO = DOCS.parent
+
+# (distortion, model, transform): the nine runs of issue 6.
+RUNS = [("rts", "fcn", None), ("rts", "cnn", None), ("rts", "st_fcn", None),
+        ("rts", "st_cnn", None), ("rts", "st_cnn", "tps"),
+        ("tc", "fcn", None), ("tc", "cnn", None), ("tc", "st_fcn", None), ("tc", "st_cnn", None)]
+# % test error from ../shared/paper/paper_results.md (Table 1 and the TC line); affine STs
+# unless named.
+PAPER = {("rts", "fcn", None): 5.2, ("rts", "cnn", None): 0.8, ("rts", "st_fcn", None): 0.8,
+         ("rts", "st_cnn", None): 0.5, ("rts", "st_cnn", "tps"): 0.5,
+         ("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5, ("tc", "st_fcn", None): 2.0,
+         ("tc", "st_cnn", None): 1.7}
+NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN"}
+
+
+def run_name(run) -> str:
+  return "_".join(p for p in run if p)
+
+
+def label(run) -> str:
+  _, model, transform = run
+  name = NAMES[model]
+  if model.startswith("st_"):
+    name += " " + {"tps": "TPS", None: "Aff"}[transform]
+  return name
+
+
+def make_config(run, steps: int, batch: int, num_eval=None):
+  spec = importlib.util.spec_from_file_location("distorted_mnist",
+                                                REPO / "experiments" / "distorted_mnist.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(",".join(p for p in run if p))
+  with c.unlocked():
+    c.num_steps = steps
+    c.batch_size = batch
+    c.decay_every = -(-steps // 3)
+    c.eval_every = max(steps // 20, 1)
+    c.checkpoint_every = max(steps // 20, 1)
+    c.log_every = max(min(100, steps // 20), 1)
+    c.data.num_eval = num_eval
+  return c
+
+
+def train_all(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
+  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  for run in RUNS:
+    workdir = runs_dir / run_name(run)
+    results = workdir / "results.json"
+    if results.exists() and json.loads(results.read_text())["steps"] == steps:
+      print(f"{run_name(run)}: done")
+      continue
+    print(f"{run_name(run)}: training ({steps} steps of {batch})", flush=True)
+    wall = workdir / "wall_seconds.json"
+    before = json.loads(wall.read_text())["total"] if wall.exists() else 0.0
+    start = time.time()
+    train.train_and_evaluate(make_config(run, steps, batch, num_eval), str(workdir))
+    wall.write_text(json.dumps({"total": before + time.time() - start}))
+
+
+# ----------------------------------------------------------------- writing the docs
+
+
+def _finished(runs_dir):
+  out = {}
+  for run in RUNS:
+    workdir = runs_dir / run_name(run)
+    if (workdir / "results.json").exists():
+      r = json.loads((workdir / "results.json").read_text())
+      wall = workdir / "wall_seconds.json"
+      r["wall_seconds_total"] = (json.loads(wall.read_text())["total"] if wall.exists()
+                                 else r["wall_seconds_this_session"])
+      out[run] = r
+  return out
+
+
+def _curves(runs_dir, results, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+  for ax, distortion in zip(axes, ("rts", "tc")):
+    for run in RUNS:
+      if run[0] != distortion or run not in results:
+        continue
+      lines = (runs_dir / run_name(run) / "metrics.jsonl").read_text().splitlines()
+      points = sorted({(r["step"], r["error"]) for r in map(json.loads, lines)
+                       if r["split"] == "validation"})
+      ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=".", label=label(run))
+    ax.set_title(f"{distortion.upper()}: validation error")
+    ax.set_xlabel("step")
+    ax.set_ylabel("% error")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _st_picture(runs_dir, run, result, path, n=16):
+  """Inputs with the sampled region and the transformer's output, for n test digits."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import pictures, tasks  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict(result["config"])
+  with config.unlocked():
+    config.data.num_eval = n
+  task = tasks.make_task(config)
+  images = task._fixed("test")[0][:n]  # pylint: disable=protected-access
+  params, _ = ckpt.params_from(str(runs_dir / run_name(run)))
+  _, state = task.model().apply({"params": params}, images, train=False,
+                                mutable=["intermediates"])
+  grids = pictures.find_grids(jax.device_get(state["intermediates"]))
+  # Two columns of 8 digits: input with box | output.
+  half = [pictures.st_picture(images[i:i + n // 2], [(k, g[i:i + n // 2]) for k, g in grids],
+                              cell=64) for i in (0, n // 2)]
+  Image.fromarray(np.concatenate(half, axis=1)).save(path)
+
+
+def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Path = DOCS):
+  results = _finished(runs_dir)
+  out = docs / "results"
+  out.mkdir(exist_ok=True)
+  for run, r in results.items():
+    (out / f"{run_name(run)}.json").write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
+  lines = [
+      "# First results: distorted MNIST on real MNIST digits",
+      "",
+      "Written by `python docs/make_results.py write` from the runs' `results.json` files (kept in",
+      "`docs/results/`); `python docs/make_results.py run` retrains what is missing and rewrites",
+      "this page.",
+      "",
+      f"**Budget (ours):** every run {steps} steps of batch {batch} "
+      f"({steps * batch / 1e6:.2f}M images), learning rate 0.01 divided by ten after each",
+      "third, SGD with momentum 0.9, one seed, on the 55k MNIST training digits left after the",
+      "5k validation digits; test error on the 10k official test digits under the project's",
+      "fixed-seed distortion. **Paper:** 150k steps of batch 256 (38.4M images), three seeds",
+      "averaged.",
+      "",
+      "| dataset | model | ours: % test error | paper: % test error | our validation error | "
+      "steps | wall time |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for run in RUNS:
+    if run not in results:
+      lines.append(f"| {run[0].upper()} | {label(run)} | not run | {PAPER[run]} | | | |")
+      continue
+    r = results[run]
+    lines.append(f"| {run[0].upper()} | {label(run)} | {100 * r['test_error']:.2f} | "
+                 f"{PAPER[run]} | {100 * r['validation_error']:.2f} | {r['steps']} | "
+                 f"{r['wall_seconds_total'] / 60:.1f} min |")
+  if results:
+    _curves(runs_dir, results, out / "curves.png")
+    lines += ["", "## Validation error during training", "", "![curves](results/curves.png)"]
+    st = [run for run in RUNS if run[1].startswith("st_") and run in results]
+    if st:
+      lines += ["", "## What the transformers learnt", "",
+                "16 test digits per model, in two columns of 8: the input with the region the",
+                "transformer samples outlined, and the transformer's output.", ""]
+    for run in st:
+      _st_picture(runs_dir, run, results[run], out / f"st_{run_name(run)}.png")
+      lines += [f"### {run[0].upper()}, {label(run)}", "",
+                f"![{run_name(run)}](results/st_{run_name(run)}.png)", ""]
+  (docs / "results.md").write_text("\n".join(lines).rstrip() + "\n")
+  print(f"wrote {docs / 'results.md'} ({len(results)} of {len(RUNS)} runs)")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("command", choices=("run", "write"))
+  parser.add_argument("--runs", default=str(REPO / "runs" / "first_results"))
+  parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--batch", type=int, default=256)
+  parser.add_argument("--docs", default=str(DOCS), help="where results.md and results/ go")
+  parser.add_argument("--num_eval", type=int, default=None,
+                      help="evaluate on this many digits only (a quick check, not results)")
+  args = parser.parse_args(argv)
+  runs_dir = pathlib.Path(args.runs)
+  if args.command == "run":
+    if not os.environ.get("STN_MNIST_DIR") and not (REPO / "data" / "mnist").is_dir():
+      parser.error("set STN_MNIST_DIR to the directory of the MNIST IDX files "
+                   "(see data/README.md).")
+    train_all(runs_dir, args.steps, args.batch, args.num_eval)
+  write_docs(runs_dir, args.steps, args.batch, pathlib.Path(args.docs))
+
+
+if __name__ == "__main__":
+  main()
