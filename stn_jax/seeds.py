@@ -13,6 +13,7 @@ as the paper averages several runs.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -60,7 +61,7 @@ def run_seeds(config, workdir: str, seeds) -> dict:
     raise ValueError(f"seeds must be distinct and at least one, got {seeds}.")
   results = {}
   for seed in seeds:
-    c = config.copy_and_resolve_references()
+    c = copy.deepcopy(config)  # keeps field references, so fields tied to the seed follow it
     with c.unlocked():
       c.seed = seed
     results[seed] = train.train_and_evaluate(c, os.path.join(workdir, f"seed_{seed}"))

@@ -216,3 +216,12 @@ def test_missing_mnist_stops_with_a_sentence_and_writes_nothing(tmp_path):
   assert out.stderr.strip().splitlines()[-1].startswith("error: MNIST directory")
   assert "STN_MNIST_DIR" in out.stderr and "Traceback" not in out.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_a_seed_reaches_the_fields_tied_to_it(monkeypatch, tmp_path):
+  from stn_jax import seeds, train as train_lib  # pylint: disable=import-outside-toplevel
+  seen = []
+  monkeypatch.setattr(train_lib, "train_and_evaluate",
+                      lambda c, workdir: seen.append((c.seed, c.encoder.seed)) or {"x": 1.0})
+  seeds.run_seeds(load_config("colocalisation", "t,8,smoke"), str(tmp_path), [4, 9])
+  assert seen == [(4, 4), (9, 9)]  # the co-localisation encoder follows the run's seed
