@@ -13,7 +13,7 @@ Add ``smoke`` for a few steps on a few digits (what the tests run), e.g.
 ``--config.data.source=tfds`` downloads it.
 """
 
-from stn_jax.train.config import base_config, parse_variant
+from stn_jax.train.config import base_config, mnist_smoke, parse_variant
 
 DISTORTIONS = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "plain": None}
 CHOICES = {"distortion": tuple(DISTORTIONS), "model": ("fcn", "cnn", "st_fcn", "st_cnn"),
@@ -32,23 +32,7 @@ def get_config(arg=None):
       raise ValueError(f"A transform ({v['transform']}) applies to st_fcn and st_cnn only, not "
                        f"{v['model']}.")
     c.model_kwargs.transform = v["transform"]
-  if v["smoke"]:
-    smoke(c)
+  if v["smoke"]:  # a few steps on a few digits (what the tests run)
+    mnist_smoke(c, num_steps=6, decay_every=4, every=3)
   c.lock()
   return c
-
-
-def smoke(c):
-  """A few steps on a few digits with a small network: seconds on a CPU."""
-  c.model_kwargs.param_budget = 20_000
-  c.data.num_validation = 64
-  c.data.num_train = 128
-  c.data.num_eval = 32
-  c.batch_size = 16
-  c.eval_batch_size = 16
-  c.num_steps = 6
-  c.decay_every = 4
-  c.log_every = 2
-  c.eval_every = 3
-  c.checkpoint_every = 3
-  c.tensorboard = True

@@ -14,7 +14,7 @@ few steps on a few digits. The paper's SGD: batch 256, 0.01 divided by ten every
 MNIST comes from ``$STN_MNIST_DIR``, or ``--config.data.source=tfds``.
 """
 
-from stn_jax.train.config import base_config, parse_variant
+from stn_jax.train.config import base_config, mnist_smoke, parse_variant
 
 CHOICES = {"model": ("fcn", "cnn", "st_fcn", "2xst_fcn"),
            "transform": ("tps", "affine", "projective"), "smoke": (True,)}
@@ -31,17 +31,7 @@ def get_config(arg=None):
       raise ValueError(f"A transform ({v['transform']}) applies to st_fcn and 2xst_fcn only, "
                        f"not {v['model']}.")
     c.model_kwargs.transform = v["transform"]
-  if v["smoke"]:
-    c.model_kwargs.param_budget = 20_000
-    c.data.num_validation = 64
-    c.data.num_train = 128
-    c.data.num_eval = 32
-    c.batch_size = 16
-    c.eval_batch_size = 16
-    c.num_steps = 4
-    c.decay_every = 2
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
+  if v["smoke"]:  # a few steps on a few digits (what the tests run)
+    mnist_smoke(c, num_steps=4, decay_every=2, every=2)
   c.lock()
   return c

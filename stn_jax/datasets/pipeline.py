@@ -28,6 +28,8 @@ from typing import Iterator, Optional
 import grain
 import numpy as np
 
+from stn_jax.datasets.mnist import split_train_validation
+
 __all__ = ["Concat", "Subset", "eval_batches", "source_eval_batches",
            "source_train_iterator", "train_iterator"]
 
@@ -174,6 +176,37 @@ class Subset:
 
   def __getitem__(self, i):
     return self._source[int(self._indices[i])]
+
+
+def holdout_splits(pool, test, *, num_validation: int, seed: int,
+                   num_train: Optional[int] = None, num_eval: Optional[int] = None) -> dict:
+  """Training, validation and test sources: a seeded validation set held out of ``pool``.
+
+  Args:
+    pool: the random-access training records (e.g. SVHN train + extra).
+    test: the test records, kept whole.
+    num_validation, seed: the held-out size and the seed of
+      :func:`~stn_jax.datasets.split_train_validation`.
+    num_train: keep only the first ``num_train`` training records (None: all).
+    num_eval: keep only the first ``num_eval`` validation and test records (None: all).
+
+  Returns:
+    ``{'train', 'validation', 'test'}``, each with ``len`` and ``[i]``.
+
+  >>> splits = holdout_splits(list(range(10)), list(range(5)), num_validation=3, seed=0,
+  ...                         num_eval=2)
+  >>> {k: len(v) for k, v in splits.items()}
+  {'train': 7, 'validation': 2, 'test': 2}
+  """
+  train_idx, val_idx = split_train_validation(len(pool), num_validation, seed=seed)
+  if num_train is not None:
+    train_idx = train_idx[:num_train]
+  splits = {"train": Subset(pool, train_idx), "validation": Subset(pool, val_idx),
+            "test": test}
+  if num_eval is not None:
+    for name in ("validation", "test"):
+      splits[name] = Subset(splits[name], np.arange(min(num_eval, len(splits[name]))))
+  return splits
 
 
 def source_train_iterator(source, *, global_batch: int, seed: int, transform=None,

@@ -21,10 +21,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpoints", "params_from"]
+__all__ = ["Checkpoints", "json_safe", "params_from"]
 
 
-def _json_safe(tree):
+def json_safe(tree):
+  """``tree`` with arrays as lists and anything else JSON cannot hold as strings."""
   return json.loads(json.dumps(tree, default=lambda o: o.tolist() if hasattr(o, "tolist")
                                else str(o)))
 
@@ -39,7 +40,7 @@ class Checkpoints:
   """
 
   def __init__(self, workdir: str, *, keep: int, identity: dict):
-    self.identity = _json_safe(identity)
+    self.identity = json_safe(identity)
     self.latest = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(
@@ -75,7 +76,7 @@ class Checkpoints:
   def _args(self, state, data_state):
     return ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(_json_safe(data_state)),
+        data=ocp.args.JsonSave(json_safe(data_state)),
         meta=ocp.args.JsonSave({"identity": self.identity}))
 
   def save(self, step: int, state, data_state):

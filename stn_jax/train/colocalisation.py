@@ -70,7 +70,7 @@ __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_c
 
 # The trainer's helpers, shared so that both loops behave alike.
 # pylint: disable=protected-access
-_plain, _quiet_orbax, _stop, _warm_start = (trainer._plain, trainer._quiet_orbax, trainer._stop,
+_check_finite, _quiet_orbax, _warm_start = (trainer._check_finite, trainer._quiet_orbax,
                                             trainer._warm_start)
 # pylint: enable=protected-access
 
@@ -417,13 +417,6 @@ def _make_steps(localizer, encoder, tx, schedule, config):
   return jax.jit(train_step, donate_argnums=0), jax.jit(thetas)
 
 
-def _check_finite(step, logged, checkpoints):
-  """Raises NonFiniteLossError naming the first step whose loss was not finite; ``logged``
-  holds the metrics of the steps up to ``step``."""
-  if not all(np.isfinite(x["loss"]) for x in logged):
-    _stop(step - len(logged) + 1, logged, checkpoints)
-
-
 def _evaluate(thetas, params, images, boxes, chunk):
   theta = np.concatenate([np.asarray(thetas(params, images[i:i + chunk]))
                           for i in range(0, len(images), chunk)])
@@ -550,7 +543,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
                                  for p in jax.tree_util.tree_leaves(state.params)),
                **encoder_info, "platform": jax.devices()[0].platform,
                "wall_seconds_this_session": time.time() - t_start}
-    results = _plain(results)
+    results = ckpt.json_safe(results)
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2, sort_keys=True)
     return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-__all__ = ["base_config", "parse_variant", "svhn_config"]
+__all__ = ["base_config", "mnist_smoke", "parse_variant", "svhn_config"]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -80,6 +80,24 @@ def parse_variant(arg, choices: dict, defaults: dict) -> dict:
     seen.add(group)
     chosen[group] = True if choices[group] == (True,) else token
   return chosen
+
+
+def mnist_smoke(c, *, num_steps: int, decay_every: int, every: int):
+  """Makes ``c`` a few steps on a few MNIST digits with a small network: seconds on a CPU.
+
+  ``every`` is the evaluation and checkpoint interval; the log interval is 2 steps.
+  """
+  c.model_kwargs.param_budget = 20_000
+  c.data.num_validation = 64
+  c.data.num_train = 128
+  c.data.num_eval = 32
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.num_steps = num_steps
+  c.decay_every = decay_every
+  c.log_every = 2
+  c.eval_every = every
+  c.checkpoint_every = every
 
 
 SVHN_CHOICES = {"size": ("64", "128"), "offline": (True,), "smoke": (True,)}

@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from stn_jax import models
-from stn_jax.datasets import cub, pipeline, prepared, split_train_validation
+from stn_jax.datasets import cub, pipeline, prepared
 from stn_jax.models.cub import CUBNet, load_pretrained
 
 __all__ = ["MODELS", "Cub", "PretrainedCUBNet", "average_crops"]
@@ -179,17 +179,9 @@ class Cub:
       raise ValueError(f"data.num_validation must be between 1 and {len(train) - 1} (the "
                        f"prepared train split has {len(train)} images), got "
                        f"{d.num_validation}.")
-    train_idx, val_idx = split_train_validation(len(train), d.num_validation,
-                                                seed=d.split_seed)
-    if d.num_train is not None:
-      train_idx = train_idx[:d.num_train]
-    splits = {"train": pipeline.Subset(train, train_idx),
-              "validation": pipeline.Subset(train, val_idx), "test": test}
-    if d.num_eval is not None:
-      for name in ("validation", "test"):
-        splits[name] = pipeline.Subset(splits[name],
-                                       np.arange(min(d.num_eval, len(splits[name]))))
-    return splits
+    return pipeline.holdout_splits(train, test, num_validation=d.num_validation,
+                                   seed=d.split_seed, num_train=d.num_train,
+                                   num_eval=d.num_eval)
 
   def normalise(self, images):
     """uint8 (or [0, 1] float) RGB pixels -> the network's float32 input (module docstring).

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from stn_jax import models
-from stn_jax.datasets import mnist_numbers, pipeline, split_train_validation
+from stn_jax.datasets import mnist_numbers, pipeline
 from stn_jax.datasets.prepared import DatasetNotPreparedError
 
 __all__ = ["DATASETS", "Svhn", "sequence_losses"]
@@ -113,16 +113,9 @@ class Svhn:
     if d.num_validation >= len(pool):
       raise ValueError(f"data.num_validation ({d.num_validation}) must be smaller than the "
                        f"{len(pool)} training numbers.")
-    train_idx, val_idx = split_train_validation(len(pool), d.num_validation, seed=d.split_seed)
-    if d.num_train is not None:
-      train_idx = train_idx[:d.num_train]
-    splits = {"train": pipeline.Subset(pool, train_idx),
-              "validation": pipeline.Subset(pool, val_idx), "test": test}
-    if d.num_eval is not None:
-      for name in ("validation", "test"):
-        splits[name] = pipeline.Subset(splits[name], np.arange(min(d.num_eval,
-                                                                   len(splits[name]))))
-    return splits
+    return pipeline.holdout_splits(pool, test, num_validation=d.num_validation,
+                                   seed=d.split_seed, num_train=d.num_train,
+                                   num_eval=d.num_eval)
 
   def _digits(self):
     # The digit pools of the offline stand-in, split as distorted MNIST's.

@@ -4,8 +4,7 @@ A task gives the trainer:
 
 - ``model()``: the Flax module, and ``input_shape`` for its initialisation;
 - ``train_iterator(process_index, process_count)``: host batches of numpy
-  arrays (a grain iterator with ``get_state``/``set_state``, or ``None`` when
-  the whole batch is made on the device from the step's key);
+  arrays (a grain iterator, or a wrapper of one, with ``get_state``/``set_state``);
 - ``device_batch(batch, key)``: inside the jitted step, on the global batch,
   makes the network's input and labels (the paper's distortions are drawn here,
   fresh every step);

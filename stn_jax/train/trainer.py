@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -233,8 +232,12 @@ def _quiet_orbax():
     handler.addFilter(_QuietOrbax())
 
 
-def _stop(first_step, logged, checkpoints):
-  """Raises NonFiniteLossError naming the first step (1-based) whose loss was not finite."""
+def _check_finite(step, logged, checkpoints):
+  """Raises NonFiniteLossError if a loss in ``logged`` (the metrics of the steps up to
+  ``step``) is not finite, naming the first such step."""
+  if all(np.isfinite(x["loss"]) for x in logged):
+    return
+  first_step = step - len(logged) + 1
   i = next(i for i, x in enumerate(logged) if not np.isfinite(x["loss"]))
   last = checkpoints.latest_step()
   kept = ("no checkpoint had been saved yet" if last is None else
@@ -292,7 +295,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     state, data_state = checkpoints.restore(start, abstract)
-    if data is not None and data_state:
+    if data_state:
       data.set_state(data_state)
     logging.info("Resumed from the checkpoint of step %d in %s.", start, workdir)
   first = int(jax.device_get(state.step))
@@ -319,9 +322,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
       if step % config.log_every == 0 or last:
         logged = jax.device_get(pending)
         pending = []
+        _check_finite(step, logged, checkpoints)
         means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
-        if not math.isfinite(means["loss"]):
-          _stop(step - len(logged) + 1, logged, checkpoints)
         means.update(progress.rates(step))
         writer.scalars(step, "train", means)
         progress.line(step, {k: means[k] for k in ("loss", "error", "learning_rate",
@@ -334,15 +336,13 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
         best = history["best_validation_error"]
         if best is None or val["error"] < best:
           history.update(best_validation_error=val["error"], best_step=step)
-        checkpoints.save_best(step, state, data.get_state() if data else {}, val["error"])
+        checkpoints.save_best(step, state, data.get_state(), val["error"])
       if step % picture_every == 0 or last:
         draw(step, state)
       if step % config.checkpoint_every == 0 or last:
         if pending:  # never save a state whose loss is not known to be finite
-          logged = jax.device_get(pending)
-          if not all(np.isfinite(x["loss"]) for x in logged):
-            _stop(step - len(logged) + 1, logged, checkpoints)
-        checkpoints.save(step, state, data.get_state() if data else {})
+          _check_finite(step, jax.device_get(pending), checkpoints)
+        checkpoints.save(step, state, data.get_state())
     results = {"config": config.to_dict(), **task.describe(), "model": config.model,
                "num_params": num_params, "steps": step, "devices": len(devices),
                "processes": jax.process_count(), "platform": jax.devices()[0].platform,
@@ -356,15 +356,11 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
     results["wall_seconds_this_session"] = time.time() - t_start
     if is_main:
       with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(_plain(results), f, indent=2, sort_keys=True)
-    return _plain(results)
+        json.dump(ckpt.json_safe(results), f, indent=2, sort_keys=True)
+    return ckpt.json_safe(results)
   finally:
     checkpoints.wait()
     checkpoints.close()
     writer.close()
 
-
-def _plain(tree):
-  return json.loads(json.dumps(tree, default=lambda o: o.tolist() if hasattr(o, "tolist")
-                               else str(o)))
 
