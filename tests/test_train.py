@@ -108,7 +108,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp
 
 def test_warm_start_loads_another_runs_parameters(straight, mnist_dir, tmp_path):
   workdir, _ = straight
-  # With a zero learning rate... SGD still moves nothing, so the run ends where it started.
+  # A learning rate of 1e-30 moves nothing, so the run ends where the other one stopped.
   c = smoke_config(mnist_dir, num_steps=1, init_from=workdir, learning_rate=1e-30,
                    eval_every=1, checkpoint_every=1)
   train.train_and_evaluate(c, str(tmp_path))
