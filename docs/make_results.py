@@ -3,12 +3,15 @@
 
   python docs/make_results.py run      # train what is missing (resumes), then write
   python docs/make_results.py write    # only rewrite the docs from finished runs
+  python docs/make_results.py gap      # after run: the FCN/ST-FCN runs that measure the gap
 
-Every run has the same budget (``--steps``, ``--batch``); the learning rate is
-divided by ten after each third of the steps, as the paper's 150k steps are
-divided at 50k and 100k. Runs live in ``--runs`` (default ``runs/first_results``,
-git-ignored); a run stopped midway resumes from its checkpoint. MNIST comes from
-``$STN_MNIST_DIR`` (see data/README.md).
+Every run has the same budget (``--steps``, ``--batch``; default 3000 steps of
+64) and schedule: the learning rate 0.01 is divided by ten at 40% and at 80% of
+the steps (the paper divides its 150k at each third; why ours differs is in
+docs/paper_notes.md, "First results: budget and schedule"). Runs live in
+``--runs`` (default ``runs/first_results``, git-ignored); a run stopped midway
+resumes from its checkpoint. MNIST comes from ``$STN_MNIST_DIR`` (see
+data/README.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ PAPER = {("rts", "fcn", None): 5.2, ("rts", "cnn", None): 0.8, ("rts", "st_fcn",
          ("rts", "st_cnn", None): 0.5, ("rts", "st_cnn", "tps"): 0.5,
          ("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5, ("tc", "st_fcn", None): 2.0,
          ("tc", "st_cnn", None): 1.7}
+DECAY_AT = 0.4  # fraction of the steps between learning-rate divisions
+EVALUATIONS = 10  # validation points per run (each is a checkpoint)
+# What the committed runs' wall times include besides the run itself.
+RUN_NOTES = {
+    ("tc", "cnn", None): "includes about 17 minutes in which a pilot run (TC ST-CNN, "
+                         "localisation at 0.1x) shared the 2 cores.",
+    ("tc", "st_cnn", None): "includes about 4 minutes in which pilot FCN/ST-FCN runs "
+                            "shared the 2 cores.",
+}
 NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN"}
 
 
@@ -59,17 +71,18 @@ def make_config(run, steps: int, batch: int, num_eval=None):
   with c.unlocked():
     c.num_steps = steps
     c.batch_size = batch
-    c.decay_every = -(-steps // 3)
-    c.eval_every = max(steps // 20, 1)
-    c.checkpoint_every = max(steps // 20, 1)
-    c.log_every = max(min(100, steps // 20), 1)
+    c.decay_every = max(round(DECAY_AT * steps), 1)  # /10 at 40% and 80% of the steps
+    c.eval_every = max(steps // EVALUATIONS, 1)
+    c.checkpoint_every = max(steps // EVALUATIONS, 1)
+    c.log_every = max(min(100, steps // EVALUATIONS), 1)
     c.data.num_eval = num_eval
   return c
 
 
 def train_all(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
   from stn_jax import train  # pylint: disable=import-outside-toplevel
-  for run in RUNS:
+  # Cheapest first, so a sweep cut short has the most runs finished.
+  for run in sorted(RUNS, key=lambda r: (r[1] == "cnn", r[0] == "tc" and r[1] == "st_cnn")):
     workdir = runs_dir / run_name(run)
     results = workdir / "results.json"
     if results.exists() and json.loads(results.read_text())["steps"] == steps:
@@ -81,6 +94,74 @@ def train_all(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
     start = time.time()
     train.train_and_evaluate(make_config(run, steps, batch, num_eval), str(workdir))
     wall.write_text(json.dumps({"total": before + time.time() - start}))
+
+
+# ------------------------------------------------- measuring the gap to the paper
+# The paper trained on 60k digits for 150k steps of 256; we train on fewer digits for far
+# fewer steps. The FCN and ST-FCN runs are cheap, so these variants measure how much each
+# factor moves the error: fewer digits at the same budget, and more steps on the same digits.
+GAP_MODELS = [(d, m, None) for d in ("rts", "tc") for m in ("fcn", "st_fcn")]
+GAP_VARIANTS = {"quarter_digits": (0.25, 1), "half_digits": (0.5, 1), "4x_steps": (1.0, 4)}
+
+
+def gap_config(run, variant, steps, batch, num_train_full, num_eval=None):
+  fraction, times = GAP_VARIANTS[variant]
+  c = make_config(run, steps * times, batch, num_eval)
+  with c.unlocked():
+    c.data.num_train = int(num_train_full * fraction)
+  return c
+
+
+def train_gap(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
+  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  for run in GAP_MODELS:
+    base = runs_dir / run_name(run) / "results.json"
+    if not base.exists():
+      raise SystemExit(f"{base} is missing: run `make_results.py run` first (the gap runs "
+                       "are compared with it).")
+    num_train = json.loads(base.read_text())["examples"]["train"]
+    for variant in GAP_VARIANTS:
+      workdir = runs_dir / "gap" / f"{run_name(run)}_{variant}"
+      config = gap_config(run, variant, steps, batch, num_train, num_eval)
+      results = workdir / "results.json"
+      if results.exists() and json.loads(results.read_text())["steps"] == config.num_steps:
+        print(f"{workdir.name}: done")
+        continue
+      print(f"{workdir.name}: training ({config.num_steps} steps of {batch} on "
+            f"{config.data.num_train} digits)", flush=True)
+      train.train_and_evaluate(config, str(workdir))
+
+
+def _gap_lines(runs_dir, results, docs):
+  rows = []
+  for run in GAP_MODELS:
+    cells = []
+    for variant in GAP_VARIANTS:
+      path = runs_dir / "gap" / f"{run_name(run)}_{variant}" / "results.json"
+      if not path.exists():
+        return []
+      r = json.loads(path.read_text())
+      (docs / "results" / "gap").mkdir(exist_ok=True)
+      (docs / "results" / "gap" / f"{run_name(run)}_{variant}.json").write_text(
+          json.dumps(r, indent=2, sort_keys=True) + "\n")
+      cells.append(r)
+    if run not in results:
+      return []
+    full = results[run]
+    rows.append(f"| {run[0].upper()} | {label(run)} | {100 * cells[0]['test_error']:.2f} | "
+                f"{100 * cells[1]['test_error']:.2f} | {100 * full['test_error']:.2f} | "
+                f"{100 * cells[2]['test_error']:.2f} | {PAPER[run]} |")
+  n = results[GAP_MODELS[0]]["examples"]["train"]
+  steps = results[GAP_MODELS[0]]["steps"]
+  return [
+      "", "## Where the gap to the paper comes from", "",
+      "% test error of the cheap models when the training digits or the steps change (written",
+      "by `python docs/make_results.py gap`; results in `docs/results/gap/`). Every other",
+      "setting is the table's. The reading is in `docs/paper_notes.md`, \"First results\".", "",
+      f"| dataset | model | {n // 4} digits | {n // 2} digits | {n} digits (the table) | "
+      f"{n} digits, {4 * steps} steps | paper (60k digits, 150k steps of 256) |",
+      "|---|---|---|---|---|---|---|",
+  ] + rows
 
 
 # ----------------------------------------------------------------- writing the docs
@@ -117,7 +198,8 @@ def _curves(runs_dir, results, path):
     ax.set_ylabel("% error")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if ax.lines:
+      ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -155,6 +237,25 @@ def _digit_counts(results) -> str:
           f"validation, {sizes['test']} test digits)")
 
 
+def _comparisons(results) -> list:
+  """Whether each ST model beats its base model at this budget, read from the results."""
+  lines = []
+  for distortion in ("rts", "tc"):
+    for base, st in (("fcn", "st_fcn"), ("cnn", "st_cnn")):
+      b, t = results.get((distortion, base, None)), results.get((distortion, st, None))
+      if b is None or t is None:
+        continue
+      holds = t["test_error"] < b["test_error"]
+      lines.append(
+          f"- {distortion.upper()}: {NAMES[st]} {100 * t['test_error']:.2f}% against "
+          f"{NAMES[base]} {100 * b['test_error']:.2f}% (validation "
+          f"{100 * t['validation_error']:.2f}% against {100 * b['validation_error']:.2f}%): "
+          + ("the ST model is better." if holds else "**the ST model is NOT better** (see "
+             "docs/paper_notes.md, \"First results\")."))
+  return ["", "**Does each ST model beat its base model at this budget?**", ""] + lines if lines \
+      else []
+
+
 def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Path = DOCS):
   results = _finished(runs_dir)
   out = docs / "results"
@@ -169,8 +270,8 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
       "this page.",
       "",
       f"**Budget (ours):** every run {steps} steps of batch {batch} "
-      f"({steps * batch / 1e6:.2f}M images), learning rate 0.01 divided by ten after each",
-      "third, SGD with momentum 0.9, one seed, on the "
+      f"({steps * batch / 1e6:.2f}M images), learning rate 0.01 divided by ten at 40% and",
+      "80% of the steps, SGD with momentum 0.9, one seed, on the "
       + (_digit_counts(results) if results else "MNIST training digits")
       + "; test error on the official test digits under the project's fixed-seed",
       "distortion. **Paper:** 150k steps of batch 256 (38.4M images), three seeds averaged,",
@@ -188,6 +289,11 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
     lines.append(f"| {run[0].upper()} | {label(run)} | {100 * r['test_error']:.2f} | "
                  f"{PAPER[run]} | {100 * r['validation_error']:.2f} | {r['steps']} | "
                  f"{r['wall_seconds_total'] / 60:.1f} min |")
+  lines += _comparisons(results)
+  notes = [f"- {label(run)}, {run[0].upper()}: {RUN_NOTES[run]}" for run in RUNS
+           if run in results and run in RUN_NOTES]
+  if notes:
+    lines += ["", "Notes on the wall times:", ""] + notes
   if results:
     _curves(runs_dir, results, out / "curves.png")
     lines += ["", "## Validation error during training", "", "![curves](results/curves.png)"]
@@ -200,26 +306,30 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
       _st_picture(runs_dir, run, results[run], out / f"st_{run_name(run)}.png")
       lines += [f"### {run[0].upper()}, {label(run)}", "",
                 f"![{run_name(run)}](results/st_{run_name(run)}.png)", ""]
+  lines += _gap_lines(runs_dir, results, docs)
   (docs / "results.md").write_text("\n".join(lines).rstrip() + "\n")
   print(f"wrote {docs / 'results.md'} ({len(results)} of {len(RUNS)} runs)")
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("command", choices=("run", "write"))
+  parser.add_argument("command", choices=("run", "write", "gap"))
   parser.add_argument("--runs", default=str(REPO / "runs" / "first_results"))
   parser.add_argument("--steps", type=int, default=3000)
-  parser.add_argument("--batch", type=int, default=256)
+  parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--docs", default=str(DOCS), help="where results.md and results/ go")
   parser.add_argument("--num_eval", type=int, default=None,
                       help="evaluate on this many digits only (a quick check, not results)")
   args = parser.parse_args(argv)
   runs_dir = pathlib.Path(args.runs)
+  # Every command reads MNIST: training, and the pictures of the test digits.
+  if not os.environ.get("STN_MNIST_DIR") and not (REPO / "data" / "mnist").is_dir():
+    parser.error("set STN_MNIST_DIR to the directory of the MNIST IDX files "
+                 "(see data/README.md).")
   if args.command == "run":
-    if not os.environ.get("STN_MNIST_DIR") and not (REPO / "data" / "mnist").is_dir():
-      parser.error("set STN_MNIST_DIR to the directory of the MNIST IDX files "
-                   "(see data/README.md).")
     train_all(runs_dir, args.steps, args.batch, args.num_eval)
+  if args.command == "gap":
+    train_gap(runs_dir, args.steps, args.batch, args.num_eval)
   write_docs(runs_dir, args.steps, args.batch, pathlib.Path(args.docs))
 
 
