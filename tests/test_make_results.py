@@ -43,6 +43,7 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
   cheap = [("rts", "fcn", None), ("rts", "st_fcn", None)]
   monkeypatch.setattr(make_results, "RUNS", cheap)
   monkeypatch.setattr(make_results, "GAP_MODELS", cheap)
+  monkeypatch.setattr(make_results, "SEED_RUNS", cheap)
   monkeypatch.setenv("STN_MNIST_DIR", str(mnist_dir))
   full_size = make_results.make_config
 
@@ -83,6 +84,24 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
   longer = json.loads((docs / "results" / "gap" / "rts_st_fcn_4x_steps.json").read_text())
   assert quarter["examples"]["train"] == 48 and quarter["steps"] == 4
   assert longer["examples"]["train"] == 192 and longer["steps"] == 16
+
+  make_results.main(["seeds", "--seeds", "3"] + args)
+  page = (docs / "results.md").read_text()
+  seed3 = json.loads((docs / "results" / "seeds" / "rts_st_fcn_seed3.json").read_text())
+  seed0 = json.loads((docs / "results" / "rts_st_fcn.json").read_text())
+  assert seed3["config"]["seed"] == 3 and seed3["steps"] == 4
+  mean = 100 * (seed0["test_error"] + seed3["test_error"]) / 2
+  row = next(line for line in page.splitlines() if line.startswith("| RTS | ST-FCN Aff | seed 0"))
+  assert f"seed 3: {100 * seed3['test_error']:.2f} | {mean:.2f} |" in row
+
+
+@pytest.mark.parametrize("seeds", ["0,1", "one"])
+def test_seeds_refuses_seed_0_and_non_numbers(make_results, mnist_dir, tmp_path, monkeypatch,
+                                              seeds):
+  monkeypatch.setenv("STN_MNIST_DIR", str(mnist_dir))
+  with pytest.raises(SystemExit):
+    make_results.main(["seeds", "--seeds", seeds, "--runs", str(tmp_path), "--docs",
+                       str(tmp_path)])
 
 
 def test_gap_before_the_runs_says_what_to_do(make_results, mnist_dir, tmp_path, monkeypatch):
