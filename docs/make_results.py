@@ -80,21 +80,31 @@ def make_config(run, steps: int, batch: int, num_eval=None):
   return c
 
 
-def train_all(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
+def _train_unless_done(config, workdir: pathlib.Path, what: str) -> bool:
+  """Trains ``config`` in ``workdir`` (resuming), unless it already finished its steps there.
+
+  Returns whether it trained.
+  """
   from stn_jax import train  # pylint: disable=import-outside-toplevel
+  results = workdir / "results.json"
+  if results.exists() and json.loads(results.read_text())["steps"] == config.num_steps:
+    print(f"{workdir.name}: done")
+    return False
+  print(f"{workdir.name}: training ({what})", flush=True)
+  train.train_and_evaluate(config, str(workdir))
+  return True
+
+
+def train_all(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
   # Cheapest first, so a sweep cut short has the most runs finished.
   for run in sorted(RUNS, key=lambda r: (r[1] == "cnn", r[0] == "tc" and r[1] == "st_cnn")):
     workdir = runs_dir / run_name(run)
-    results = workdir / "results.json"
-    if results.exists() and json.loads(results.read_text())["steps"] == steps:
-      print(f"{run_name(run)}: done")
-      continue
-    print(f"{run_name(run)}: training ({steps} steps of {batch})", flush=True)
     wall = workdir / "wall_seconds.json"
     before = json.loads(wall.read_text())["total"] if wall.exists() else 0.0
     start = time.time()
-    train.train_and_evaluate(make_config(run, steps, batch, num_eval), str(workdir))
-    wall.write_text(json.dumps({"total": before + time.time() - start}))
+    if _train_unless_done(make_config(run, steps, batch, num_eval), workdir,
+                          f"{steps} steps of {batch}"):
+      wall.write_text(json.dumps({"total": before + time.time() - start}))
 
 
 # ------------------------------------------------- measuring the gap to the paper
@@ -114,7 +124,6 @@ def gap_config(run, variant, steps, batch, num_train_full, num_eval=None):
 
 
 def train_gap(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
-  from stn_jax import train  # pylint: disable=import-outside-toplevel
   for run in GAP_MODELS:
     base = runs_dir / run_name(run) / "results.json"
     if not base.exists():
@@ -124,13 +133,8 @@ def train_gap(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
     for variant in GAP_VARIANTS:
       workdir = runs_dir / "gap" / f"{run_name(run)}_{variant}"
       config = gap_config(run, variant, steps, batch, num_train, num_eval)
-      results = workdir / "results.json"
-      if results.exists() and json.loads(results.read_text())["steps"] == config.num_steps:
-        print(f"{workdir.name}: done")
-        continue
-      print(f"{workdir.name}: training ({config.num_steps} steps of {batch} on "
-            f"{config.data.num_train} digits)", flush=True)
-      train.train_and_evaluate(config, str(workdir))
+      _train_unless_done(config, workdir, f"{config.num_steps} steps of {batch} on "
+                         f"{config.data.num_train} digits")
 
 
 def _gap_lines(runs_dir, results, docs):
@@ -176,19 +180,13 @@ def seed_dir(runs_dir, run, seed):
 
 
 def train_seeds(runs_dir: pathlib.Path, steps: int, batch: int, seeds, num_eval=None):
-  from stn_jax import train  # pylint: disable=import-outside-toplevel
   for seed in seeds:
     for run in sorted(SEED_RUNS, key=lambda r: r[1] == "cnn"):  # the cheap one first
       workdir = seed_dir(runs_dir, run, seed)
       config = make_config(run, steps, batch, num_eval)
       with config.unlocked():
         config.seed = seed
-      results = workdir / "results.json"
-      if results.exists() and json.loads(results.read_text())["steps"] == steps:
-        print(f"{workdir.name}: done")
-        continue
-      print(f"{workdir.name}: training ({steps} steps of {batch})", flush=True)
-      train.train_and_evaluate(config, str(workdir))
+      _train_unless_done(config, workdir, f"{steps} steps of {batch}, seed {seed}")
 
 
 def _seed_lines(runs_dir, results, docs):
