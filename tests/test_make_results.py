@@ -25,6 +25,8 @@ def test_every_run_gets_the_same_budget_and_schedule(make_results):
     assert c.eval_every == c.checkpoint_every == 300
     assert c.model == run[1]
     assert c.model_kwargs.to_dict() == ({"transform": run[2]} if run[2] else {})
+    # Only the TC ST-CNN's localiser trains at a chosen fraction of the rate.
+    assert c.localization_lr_multiplier == (0.3 if run == ("tc", "st_cnn", None) else 1.0)
 
 
 def test_gap_variants_change_only_digits_or_steps(make_results):
@@ -62,8 +64,10 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
           "--num_eval", "16"]
   make_results.main(["run"] + args)
   page = (docs / "results.md").read_text()
-  assert "4 steps of batch 8" in page
-  assert "192 MNIST training digits" in page  # 256 less the 64 held out
+  text = " ".join(page.split())  # the budget paragraph is wrapped
+  assert "4 steps of batch 8" in text
+  assert "192 MNIST training digits" in text  # 256 less the 64 held out
+  assert "except the TC ST-CNN Aff at 0.3x" in text
   for name in ("FCN", "ST-FCN Aff"):
     row = next(line for line in page.splitlines() if line.startswith(f"| RTS | {name} |"))
     ours = float(row.split("|")[3])
@@ -76,6 +80,14 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
 
   make_results.main(["run"] + args)  # finished runs are not retrained
   assert "rts_fcn: done" in capsys.readouterr().out
+
+  # A finished run with other settings is neither taken as done nor overwritten.
+  monkeypatch.setitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None), 0.5)
+  before = (runs / "rts_st_fcn" / "results.json").read_text()
+  with pytest.raises(SystemExit, match="localization_lr_multiplier 1.0 there, 0.5 here"):
+    make_results.main(["run"] + args)
+  assert (runs / "rts_st_fcn" / "results.json").read_text() == before
+  monkeypatch.delitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None))
 
   make_results.main(["gap"] + args)
   page = (docs / "results.md").read_text()
