@@ -87,26 +87,29 @@ def make_config(run, steps: int, batch: int, num_eval=None):
   return c
 
 
-# The settings that make two runs of one model different runs: a finished run whose settings
-# differ is not taken as done, nor overwritten.
+# The settings that make two runs of one model different runs. The trainer's checkpoints
+# refuse another model; these are refused here, so that a run is neither taken as done nor
+# resumed under other settings.
 _RUN_SETTINGS = ("num_steps", "batch_size", "learning_rate", "decay_every", "momentum",
                  "localization_lr_multiplier", "seed")
 
 
 def _train_unless_done(config, workdir: pathlib.Path, what: str) -> bool:
-  """Trains ``config`` in ``workdir`` (resuming), unless it already finished its steps there.
+  """Trains ``config`` in ``workdir`` (resuming), unless it already finished there.
 
+  A workdir whose run (finished or not) has other ``_RUN_SETTINGS`` stops the sweep.
   Returns whether it trained.
   """
   from stn_jax import train  # pylint: disable=import-outside-toplevel
-  results = workdir / "results.json"
-  if results.exists():
-    found = json.loads(results.read_text())["config"]
+  started = workdir / "config.json"  # the trainer writes it when it starts
+  if started.exists():
+    found = json.loads(started.read_text())
     differ = [f"{k} {found.get(k)!r} there, {config[k]!r} here" for k in _RUN_SETTINGS
               if found.get(k) != config[k]]
     if differ:
-      raise SystemExit(f"{workdir} holds a finished run with other settings ({'; '.join(differ)})."
-                       " Move it aside to keep it, or pass another --runs.")
+      raise SystemExit(f"{workdir} holds a run with other settings ({'; '.join(differ)}). "
+                       "Move it aside to keep it, or pass another --runs.")
+  if (workdir / "results.json").exists():
     print(f"{workdir.name}: done")
     return False
   print(f"{workdir.name}: training ({what})", flush=True)
@@ -332,8 +335,8 @@ def _comparisons(results) -> list:
           f"{100 * t['validation_error']:.2f}% against {100 * b['validation_error']:.2f}%): "
           + ("the ST model is better." if holds else "**the ST model is NOT better** (see "
              "docs/paper_notes.md, \"First results\").")
-          + (" At one seed this pair differs by less than its seeds do: it is judged by the "
-             "mean over seeds, below." if (distortion, st, None) in SEED_RUNS else ""))
+          + (" This pair is also trained at more seeds and judged by their mean, below."
+             if (distortion, st, None) in SEED_RUNS else ""))
   return ["", "**Does each ST model beat its base model at this budget?**", ""] + lines if lines \
       else []
 

@@ -120,3 +120,15 @@ def test_gap_before_the_runs_says_what_to_do(make_results, mnist_dir, tmp_path, 
   monkeypatch.setenv("STN_MNIST_DIR", str(mnist_dir))
   with pytest.raises(SystemExit, match="make_results.py run"):
     make_results.main(["gap", "--runs", str(tmp_path / "none"), "--docs", str(tmp_path)])
+
+
+def test_a_started_run_with_other_settings_is_not_resumed(make_results, tmp_path):
+  config = make_results.make_config(("tc", "st_cnn", None), 3000, 64)
+  workdir = tmp_path / "tc_st_cnn"
+  workdir.mkdir()
+  started = json.loads(config.to_json_best_effort())
+  started["localization_lr_multiplier"] = 1.0  # stopped midway under the old setting
+  (workdir / "config.json").write_text(json.dumps(started))
+  with pytest.raises(SystemExit, match="localization_lr_multiplier 1.0 there, 0.3 here"):
+    make_results._train_unless_done(config, workdir, "3000 steps of 64")
+  assert [p.name for p in workdir.iterdir()] == ["config.json"]
