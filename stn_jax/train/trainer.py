@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from stn_jax.errors import StnError
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import optim, pictures, tasks
@@ -41,7 +42,7 @@ class TrainState:
   rng: jax.Array  # raw uint32 key data, so that checkpoints hold a plain array
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(StnError, FloatingPointError):
   """The training loss became NaN or Inf; the run stopped without saving that state."""
 
 
