@@ -117,9 +117,9 @@ def test_a_resumed_run_continues_exactly(straight, coloc_mnist, tmp_path):
 
 def test_a_workdir_of_another_class_or_encoder_is_refused(straight, coloc_mnist):
   workdir, _ = straight
-  with pytest.raises(ValueError, match="another run: digit_class: 8 there, 3 here"):
+  with pytest.raises(ValueError, match="another run: data.digit_class: 8 there, 3 here"):
     coloc.train_colocalisation(smoke_config(coloc_mnist, "t,3,smoke"), workdir)
-  with pytest.raises(ValueError, match="another run: .*encoder: 'trained in the workdir"):
+  with pytest.raises(ValueError, match="another run: encoder_from: None there, '.*encoder' here"):
     coloc.train_colocalisation(
         smoke_config(coloc_mnist, encoder_from=os.path.join(workdir, "encoder")), workdir)
 

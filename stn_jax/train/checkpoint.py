@@ -3,9 +3,24 @@
 ``workdir/checkpoints/<step>/`` holds three items: ``state`` (parameters,
 batch statistics, optimiser state, step and RNG key), ``data`` (the training
 iterator's state, so a resumed run reads on from where it stopped) and ``meta``
-(what model the run trains, so a workdir of another model is refused).
+(the run's identity, see :func:`run_identity`, and its ``record``: the best
+validation error so far and how far ``metrics.jsonl`` had been written).
 ``workdir/best/<step>/`` keeps the one checkpoint with the lowest validation
 error. Saves are asynchronous; :meth:`Checkpoints.close` waits for them.
+
+What keeps a run resumable whatever stops it:
+
+- A best checkpoint is only written after the regular checkpoint of the same
+  step, so ``best/`` never runs ahead of ``checkpoints/``; on resume, best
+  checkpoints of later steps than the one resumed (left by a run stopped
+  between its two saves, or after a damaged checkpoint was set aside) are
+  removed, since the resumed run recomputes them.
+- :meth:`Checkpoints.resume` tries the checkpoints newest first. One that cannot
+  be read, or holds parameters that are not finite, is moved to
+  ``workdir/damaged/`` (never deleted) with a one-line warning, and the next
+  older one is tried; if none is left, :class:`CheckpointError` says what to do.
+- A write that fails (a full disk) raises :class:`CheckpointError` naming the
+  directory and the last complete checkpoint.
 
 Every process takes part in saving the (replicated) state. The data item is
 written by process 0: all processes consume the same number of batches of
@@ -14,14 +29,30 @@ their own shards, so their iterator positions are the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpoints", "json_safe", "params_from"]
+from stn_jax.errors import CheckpointError, ConfigError
+
+__all__ = ["Checkpoints", "Resumed", "json_safe", "params_from", "run_identity"]
+
+# Config fields that change nothing the run computes on its way: how long it runs (a run may
+# be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
+# which fixed sets it scores, where the data lies on disk. Every other field is part of the
+# run's identity: a workdir refuses to resume a run whose identity differs.
+NOT_IDENTITY = frozenset({
+    "num_steps", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
+    "keep_checkpoints", "pictures", "picture_every", "tensorboard", "eval_batch_size",
+    "num_shown", "data.num_eval", "data.mnist_dir", "data.data_dir", "data.validation_seed",
+    "data.test_seed",
+})
 
 
 def json_safe(tree):
@@ -30,81 +61,215 @@ def json_safe(tree):
                                else str(o)))
 
 
+def _flatten(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, name + "."))
+    else:
+      out[name] = v
+  return out
+
+
+def run_identity(config) -> dict:
+  """The settings that fix a run's trajectory: every field of ``config`` (flattened to
+  dotted names) but those in ``NOT_IDENTITY``."""
+  flat = _flatten(json_safe(config.to_dict()))
+  return {k: v for k, v in sorted(flat.items()) if k not in NOT_IDENTITY}
+
+
+def _differences(found: dict, here: dict) -> list[str]:
+  # A field only one side has (a checkpoint of an older version) cannot be compared.
+  found, here = _flatten(found), _flatten(here)
+  return [f"{k}: {found[k]!r} there, {here[k]!r} here"
+          for k in sorted(set(found) & set(here)) if found[k] != here[k]]
+
+
+class Resumed:
+  """What :meth:`Checkpoints.resume` found: ``step``, ``state``, ``data_state`` and the
+  ``record`` saved with them."""
+
+  def __init__(self, step, state, data_state, record):
+    self.step, self.state, self.data_state, self.record = step, state, data_state, record
+
+
+def _all_finite(tree) -> bool:
+  return all(bool(np.all(np.isfinite(np.asarray(x))))
+             for x in jax.tree_util.tree_leaves(tree)
+             if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
 class Checkpoints:
   """The run's checkpoint managers.
 
   Args:
     workdir: the run's directory.
-    keep: how many of the latest checkpoints to keep.
-    identity: what must match for a checkpoint to be resumed (model, task, input).
+    keep: how many of the latest checkpoints to keep (at least 1).
+    identity: what must match for a checkpoint to be resumed (:func:`run_identity`).
   """
 
   def __init__(self, workdir: str, *, keep: int, identity: dict):
+    if keep < 1:
+      raise ConfigError(f"keep_checkpoints must be at least 1 (the checkpoint a run resumes "
+                        f"from), got {keep}.")
+    self.workdir = os.path.abspath(workdir)
     self.identity = json_safe(identity)
-    self.latest = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
-            # Both managers can save the same step; across processes Orbax names its
-            # barriers after the step, so each manager needs its own prefix.
-            multiprocessing_options=ocp.options.MultiprocessingOptions(
-                barrier_sync_key_prefix="latest")),
-        item_names=("state", "data", "meta"))
-    self.best = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "best")),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m["validation_error"],
-            best_mode="min", multiprocessing_options=ocp.options.MultiprocessingOptions(
-                barrier_sync_key_prefix="best")),
-        item_names=("state", "data", "meta"))
+    self.dirs = {"latest": os.path.join(self.workdir, "checkpoints"),
+                 "best": os.path.join(self.workdir, "best")}
 
-  def check_identity(self):
-    """Refuses a workdir whose checkpoints belong to another model or task."""
-    step = self.latest.latest_step()
-    if step is None:
-      return
-    found = self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    found = found["meta"]["identity"]
-    if found != self.identity:
-      diff = {k: (found.get(k), self.identity.get(k))
-              for k in sorted(set(found) | set(self.identity)) if found.get(k) != self.identity.get(k)}
-      raise ValueError(
-          f"The workdir {os.path.dirname(str(self.latest.directory))!r} holds checkpoints of "
-          f"another run: {', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in diff.items())}. "
-          "Use a new --workdir, or the same settings to resume that run.")
+    def manager(name, max_to_keep):
+      return ocp.CheckpointManager(
+          self.dirs[name],
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+              # Both managers can save the same step; across processes Orbax names its
+              # barriers after the step, so each manager needs its own prefix.
+              multiprocessing_options=ocp.options.MultiprocessingOptions(
+                  barrier_sync_key_prefix=name)),
+          item_names=("state", "data", "meta"))
 
-  def _args(self, state, data_state):
+    self.latest = manager("latest", keep)
+    # Only improvements are saved here, so the newest is the best.
+    self.best = manager("best", 1)
+    self._saving = None  # the step whose asynchronous save may still be under way
+
+  # -- resuming ----------------------------------------------------------------------------
+
+  def resume(self, abstract_state):
+    """The newest intact checkpoint, restored like ``abstract_state``, or None if there is
+    none.
+
+    Raises:
+      ConfigError: the checkpoints belong to a run with other settings.
+      CheckpointError: there were checkpoints, and none could be read (they are moved to
+        ``workdir/damaged/``).
+    """
+    damaged = []
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      try:
+        meta = self.latest.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+        found = meta["identity"]
+      except Exception as e:  # pylint: disable=broad-except  # any damage, any library
+        damaged.append(self._set_aside("latest", step, e))
+        continue
+      self._check_identity(found)
+      try:
+        out = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        if not _all_finite(out["state"]):
+          raise ValueError("its parameters are not all finite")
+      except Exception as e:  # pylint: disable=broad-except
+        damaged.append(self._set_aside("latest", step, e))
+        continue
+      self._drop_best_after(step)
+      return Resumed(step, out["state"], out["data"], meta.get("record") or {})
+    if damaged:
+      raise CheckpointError(
+          f"No checkpoint in {self.dirs['latest']} could be read: step(s) "
+          f"{', '.join(str(s) for s in damaged)} were damaged and moved to "
+          f"{os.path.join(self.workdir, 'damaged')}. Run the same command again to start "
+          "from step 0 in this workdir, or use a new --workdir.")
+    self._drop_best_after(-1)
+    return None
+
+  def _check_identity(self, found):
+    diff = _differences(found, self.identity)
+    if diff:
+      raise ConfigError(
+          f"The workdir {self.workdir!r} holds checkpoints of another run: "
+          f"{'; '.join(diff)}. Use a new --workdir, or the same settings to resume that run.")
+
+  def _set_aside(self, name, step, error) -> int:
+    """Moves ``name``'s ``step`` to ``workdir/damaged/`` and says so; returns ``step``."""
+    src = os.path.join(self.dirs[name], str(step))
+    dst_dir = os.path.join(self.workdir, "damaged")
+    dst = os.path.join(dst_dir, f"{os.path.basename(self.dirs[name])}_{step}")
+    k = 1
+    while os.path.exists(dst):
+      k += 1
+      dst = os.path.join(dst_dir, f"{os.path.basename(self.dirs[name])}_{step}.{k}")
+    if jax.process_index() == 0:
+      os.makedirs(dst_dir, exist_ok=True)
+      shutil.move(src, dst)
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
+        error).__name__
+    logging.warning("The checkpoint of step %d could not be read (%s); moved it to %s.",
+                    step, reason, dst)
+    getattr(self, name).reload()
+    return step
+
+  def _drop_best_after(self, step):
+    for s in self.best.all_steps():
+      if s > step:
+        logging.info("Removing best/%d: the resumed run computes step %d again.", s, s)
+        if jax.process_index() == 0:
+          shutil.rmtree(os.path.join(self.dirs["best"], str(s)))
+    self.best.reload()
+
+  # -- saving ------------------------------------------------------------------------------
+
+  def _args(self, state, data_state, record):
     return ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(json_safe(data_state)),
-        meta=ocp.args.JsonSave({"identity": self.identity}))
+        meta=ocp.args.JsonSave(json_safe({"identity": self.identity, "record": record})))
 
-  def save(self, step: int, state, data_state):
-    self.latest.save(step, args=self._args(state, data_state), force=True)
+  def save(self, step: int, state, data_state, record: dict, *, best: bool = False):
+    """Saves ``step`` (and, with ``best``, also as the best checkpoint, after it).
 
-  def save_best(self, step: int, state, data_state, validation_error: float):
-    self.best.save(step, args=self._args(state, data_state),
-                   metrics={"validation_error": float(validation_error)}, force=True)
+    ``record`` is restored with the state (:attr:`Resumed.record`).
+    """
+    args = self._args(state, data_state, record)
+    with self._writing(step):
+      self.latest.save(step, args=args, force=True)
+      if best:
+        if step in self.best.all_steps():
+          self.best.delete(step)
+        self.best.save(step, args=args, force=True)
 
   def latest_step(self):
-    return self.latest.latest_step()
+    """The newest complete checkpoint on disk, or None."""
+    return self._last_complete()
 
   def best_step(self):
-    return self.best.best_step()
-
-  def restore(self, step: int, abstract_state):
-    """``(state, data_state)`` of checkpoint ``step``, shaped and sharded like ``abstract_state``."""
-    out = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    return out["state"], out["data"]
+    return self.best.latest_step()
 
   def wait(self):
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    """Waits for the asynchronous saves; a failed one raises :class:`CheckpointError`."""
+    with self._writing(self._saving):
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self):
     self.latest.close()
     self.best.close()
+
+  @contextlib.contextmanager
+  def _writing(self, step):
+    """Turns a failed write of ``step`` (a full disk, a read-only directory) into one
+    sentence naming the directory and the last complete checkpoint."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  # OSError, or TensorStore's own
+      last = self._last_complete(exclude=step)
+      kept = (f"the last complete checkpoint is step {last}" if last is not None
+              else "no complete checkpoint was saved yet")
+      lines = str(e).strip().splitlines()
+      reason = lines[-1][:300] if lines else type(e).__name__
+      raise CheckpointError(
+          f"Could not write the checkpoint of step {step} in {self.workdir} ({reason}); "
+          f"{kept}. Free space (or fix the directory) and run the same command to resume "
+          "from it.") from e
+    self._saving = step
+
+  def _last_complete(self, exclude=None):
+    root = self.dirs["latest"]
+    steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
+    done = [s for s in steps if s != exclude and os.path.exists(
+        os.path.join(root, str(s), "_CHECKPOINT_METADATA"))]
+    return max(done) if done else None
 
 
 def params_from(path: str):

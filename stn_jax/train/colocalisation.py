@@ -61,7 +61,7 @@ from stn_jax import models, ops
 from stn_jax.datasets import distortions, load_mnist
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import optim, trainer
+from stn_jax.train import optim, stopping, trainer
 from stn_jax.train.trainer import TrainState
 
 __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_crops",
@@ -357,15 +357,6 @@ def _encoder(config, source):
   return _encoder_model(params, f"The encoder checkpoint {path!r}"), params
 
 
-def _identity(config, encoder_info) -> dict:
-  d = config.data
-  return {"task": config.task, "model": config.model,
-          "model_kwargs": config.model_kwargs.to_dict(), "distortion": d.distortion,
-          "digit_class": int(d.digit_class), "size": int(d.size), "data_seed": int(d.seed),
-          "encoder": encoder_info.get("encoder_from") or
-                     f"trained in the workdir for {encoder_info['encoder_steps']} steps"}
-
-
 def _make_steps(localizer, encoder, tx, schedule, config):
   batch, margin = int(config.batch_size), float(config.margin)
   same_scale = config.random_crop == "same_scale"
@@ -451,14 +442,12 @@ def train_colocalisation(config, workdir: str) -> dict:
                                **config.model_kwargs.to_dict())
   encoder_info = _encoder_source(config, workdir)
   checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
-                                 identity=_identity(config, encoder_info))
+                                 identity=ckpt.run_identity(config))
   try:
-    checkpoints.check_identity()
     encoder, enc_params = _encoder(config, encoder_info)
     return _train(config, workdir, images, boxes, localizer, encoder, enc_params, encoder_info,
                   checkpoints, t_start)
   finally:
-    checkpoints.wait()
     checkpoints.close()
 
 
@@ -478,21 +467,18 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
       localization_lr_multiplier=config.localization_lr_multiplier)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
                      opt_state=tx.init(params), rng=state_rng)
-  start = checkpoints.latest_step()
-  if start is not None:
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, _ = checkpoints.restore(start, abstract)
-    logging.info("Resumed from the checkpoint of step %d in %s.", start, workdir)
+  state, resumed = trainer.restore(checkpoints, state, workdir)
   first = int(state.step)
   train_step, thetas = _make_steps(localizer, encoder, tx, schedule, config)
   data = jnp.asarray(images)
   shown = slice(0, min(int(config.num_shown), len(images)))
 
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
+  trainer.write_config(config, workdir)
+  writer = metrics_lib.MetricWriter(
+      workdir, tensorboard=config.tensorboard,
+      resume_step=None if resumed is None else resumed.step,
+      resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
   progress = metrics_lib.Progress(first, config.num_steps, config.batch_size)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2))
 
   def evaluate(step):
     summary, pred, ious = _evaluate(thetas, state.params, images, boxes, config.eval_batch_size)
@@ -507,30 +493,39 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
   pending = []  # the device metrics since the last log line, fetched together
   step = first
   final = None
+  # No best checkpoint: choosing one by IoU would use the ground truth.
+  history = {}
   try:
-    if first == 0:
-      evaluate(0)
-    while step < config.num_steps:
-      state, m = train_step(state, enc_params, data)
-      pending.append(m)
-      step += 1
-      last = step == config.num_steps
-      if step % config.log_every == 0 or last:
-        logged = jax.device_get(pending)
-        pending = []
-        _check_finite(step, logged, checkpoints)
-        means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
-        means.update(progress.rates(step))
-        writer.scalars(step, "train", means)
-        progress.line(step, {k: means[k] for k in ("loss", "active_pairs", "scale",
-                                                     "learning_rate", "steps_per_second")})
-      if step % config.eval_every == 0 or last:
-        final = evaluate(step)
-      if step % config.checkpoint_every == 0 or last:
-        if pending:  # never save a state whose loss is not known to be finite
-          _check_finite(step, jax.device_get(pending), checkpoints)
-        checkpoints.save(step, state, {})
-    summary, pred, ious = final if final is not None else evaluate(step)
+    with stopping.Guard(config.checkpoint_minutes) as guard:
+      save = trainer.Saver(checkpoints, writer, guard)
+      if first == 0:
+        evaluate(0)
+      while step < config.num_steps:
+        state, m = train_step(state, enc_params, data)
+        pending.append(m)
+        step += 1
+        last = step == config.num_steps
+        logged_now = step % config.log_every == 0 or last
+        if logged_now:
+          logged = jax.device_get(pending)
+          pending = []
+          _check_finite(step, logged, checkpoints)
+          means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
+          means.update(progress.rates(step))
+          writer.scalars(step, "train", means)
+          progress.line(step, {k: means[k] for k in ("loss", "active_pairs", "scale",
+                                                       "learning_rate", "steps_per_second")})
+        if step % config.eval_every == 0 or last:
+          final = evaluate(step)
+        signum, timed = guard.poll(sync=logged_now)
+        if timed or signum or step % config.checkpoint_every == 0 or last:
+          save(step, state, pending, history)
+        if signum:
+          raise trainer.stopped(guard, signum, step, checkpoints)
+    checkpoints.wait()
+    # Resumed from the last step: its evaluation is in the records already.
+    summary, pred, ious = final if final is not None else _evaluate(
+        thetas, state.params, images, boxes, config.eval_batch_size)
     from PIL import Image  # pylint: disable=import-outside-toplevel
     Image.fromarray(draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown])).save(
         os.path.join(workdir, "colocalisation.png"))

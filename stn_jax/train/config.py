@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 100
   c.eval_every = 5000
   c.checkpoint_every = 5000
+  # Also a checkpoint every this many minutes of wall-clock time (0: only on the step
+  # interval), so that a killed run loses at most that much; SIGINT/SIGTERM save too.
+  c.checkpoint_minutes = 10.0
   c.keep_checkpoints = 3
   c.init_from = config_dict.placeholder(str)
   c.pictures = 16  # validation inputs in each picture of what the transformers do (0: none)

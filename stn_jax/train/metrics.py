@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import time
 
 import numpy as np
@@ -18,19 +20,74 @@ import numpy as np
 __all__ = ["MetricWriter", "Progress"]
 
 
-class MetricWriter:
-  """Writes scalars (and images) for process 0; does nothing on the others."""
+def _picture_name(tag: str, step: int) -> str:
+  # The transformers' pictures keep their documented name, pictures/step_N.png.
+  return f"step_{step}.png" if tag == "transformers" else f"{tag}_step_{step}.png"
 
-  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+
+_PICTURE = re.compile(r"^(?:(?P<tag>\w+?)_)?step_(?P<step>\d+)\.png$")
+
+
+class MetricWriter:
+  """Writes scalars and pictures for process 0; does nothing on the others.
+
+  Each (step, split) is recorded once, however often the run was stopped and
+  resumed: a resumed run cuts ``metrics.jsonl`` back to what it held when the
+  checkpoint it resumes from was saved (``resume_bytes``, see :meth:`offset`),
+  drops the pictures of later steps, and writes the TensorBoard files anew from
+  what is left (TensorBoard's own files may have lost their last minutes to a
+  kill, and an appended file would repeat steps). A run that starts from step 0
+  in a workdir that already holds records moves them to ``workdir/previous/N/``
+  and says so.
+
+  Args:
+    workdir: the run's directory.
+    enabled: False on every process but 0.
+    tensorboard: also write TensorBoard event files (with tensorboardX).
+    resume_step: the step of the checkpoint the run resumes from (None: step 0).
+    resume_bytes: the size of ``metrics.jsonl`` recorded with that checkpoint
+      (None for a checkpoint of an older version: then rows up to ``resume_step``
+      are kept, final evaluations excepted).
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
+               resume_step: int | None = None, resume_bytes: int | None = None):
     self.enabled = enabled
     self._tb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._pictures = os.path.join(workdir, "pictures")
+    tb_dir = os.path.join(workdir, "tensorboard")
+    if resume_step is None:
+      _move_previous(workdir, [self._path, tb_dir, self._pictures])
+    else:
+      _cut_jsonl(self._path, resume_step, resume_bytes)
+      _drop_pictures_after(self._pictures, resume_step)
+      shutil.rmtree(tb_dir, ignore_errors=True)  # rebuilt below from what is kept
+    self._jsonl = open(self._path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(tb_dir)
+      if resume_step is not None:
+        self._replay()
+
+  def _replay(self):
+    with open(self._path, encoding="utf-8") as f:
+      for line in f:
+        row = json.loads(line)
+        step, split = row.pop("step"), row.pop("split")
+        for k, v in row.items():
+          self._tb.add_scalar(f"{split}/{k}", v, step)
+    if os.path.isdir(self._pictures):
+      from PIL import Image  # pylint: disable=import-outside-toplevel
+      found = [(m, n) for n in os.listdir(self._pictures) if (m := _PICTURE.match(n))]
+      for m, name in sorted(found, key=lambda x: int(x[0]["step"])):
+        picture = np.asarray(Image.open(os.path.join(self._pictures, name)).convert("RGB"))
+        self._tb.add_image(m["tag"] or "transformers", picture, int(m["step"]),
+                           dataformats="HWC")
+    self._tb.flush()
 
   def scalars(self, step: int, split: str, values: dict):
     if not self.enabled:
@@ -43,9 +100,24 @@ class MetricWriter:
         self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
   def image(self, step: int, tag: str, image: np.ndarray):
-    """An ``(H, W, 3)`` uint8 picture into TensorBoard (the PNG files are written elsewhere)."""
-    if self.enabled and self._tb is not None:
+    """An ``(H, W, 3)`` uint8 picture: ``pictures/step_N.png`` for the transformers'
+    (``pictures/TAG_step_N.png`` for another tag), and into TensorBoard."""
+    if not self.enabled:
+      return
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    os.makedirs(self._pictures, exist_ok=True)
+    Image.fromarray(np.asarray(image)).save(
+        os.path.join(self._pictures, _picture_name(tag, step)))
+    if self._tb is not None:
       self._tb.add_image(tag, np.asarray(image), int(step), dataformats="HWC")
+
+  def offset(self):
+    """The size of ``metrics.jsonl`` now, saved with a checkpoint (None off process 0)."""
+    return self._jsonl.tell() if self.enabled else None
+
+  def flush(self):
+    if self._tb is not None:
+      self._tb.flush()
 
   def close(self):
     if not self.enabled:
@@ -53,6 +125,56 @@ class MetricWriter:
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def _move_previous(workdir, paths):
+  """Moves the records of an earlier start (no checkpoint left) to ``workdir/previous/N``."""
+  present = [p for p in paths if os.path.exists(p) and (
+      os.path.getsize(p) if os.path.isfile(p) else os.listdir(p))]
+  if not present:
+    return
+  root = os.path.join(workdir, "previous")
+  n = 1
+  while os.path.exists(os.path.join(root, str(n))):
+    n += 1
+  target = os.path.join(root, str(n))
+  os.makedirs(target)
+  for p in present:
+    shutil.move(p, os.path.join(target, os.path.basename(p)))
+  logging.warning("Starting from step 0, but %s already held %s with no checkpoint to resume "
+                  "from; moved them to %s.", workdir,
+                  ", ".join(os.path.basename(p) for p in present), target)
+
+
+def _cut_jsonl(path, step, size):
+  if not os.path.exists(path):
+    return
+  if size is not None:
+    if os.path.getsize(path) > size:
+      with open(path, "r+b") as f:
+        f.truncate(size)
+    return
+  with open(path, encoding="utf-8") as f:
+    rows = [line for line in f if line.strip()]
+  keep = []
+  for line in rows:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue  # a line cut short by a kill
+    if row["step"] < step or (row["step"] == step and not row["split"].startswith("final")):
+      keep.append(line if line.endswith("\n") else line + "\n")
+  with open(path, "w", encoding="utf-8") as f:
+    f.writelines(keep)
+
+
+def _drop_pictures_after(folder, step):
+  if not os.path.isdir(folder):
+    return
+  for name in os.listdir(folder):
+    m = _PICTURE.match(name)
+    if m and int(m["step"]) > step:
+      os.remove(os.path.join(folder, name))
 
 
 def _duration(seconds: float) -> str:

@@ -25,12 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from stn_jax.errors import StnError
+from stn_jax.errors import RunStopped, StnError
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import optim, pictures, tasks
+from stn_jax.train import optim, pictures, stopping, tasks
 
-__all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "Saver", "TrainState", "restore", "stopped", "train_and_evaluate",
+           "write_config"]
 
 
 @flax.struct.dataclass
@@ -53,11 +54,6 @@ def _mesh(devices):
 def _global(sharding, local_batch):
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
-
-
-def _identity(config, task) -> dict:
-  return {"task": config.task, "model": config.model,
-          "model_kwargs": config.model_kwargs.to_dict(), "input_shape": list(task.input_shape)}
 
 
 def _check_config(config, n):
@@ -174,10 +170,9 @@ class _Pictures:
   mesh, sees the same array everywhere; process 0 writes the picture.
   """
 
-  def __init__(self, model, task, config, workdir, writer, state_sharding, replicated):
+  def __init__(self, model, task, config, writer, state_sharding, replicated):
     self.n = int(config.pictures or 0)
     self.task, self.writer, self.replicated = task, writer, replicated
-    self.folder = os.path.join(workdir, "pictures")
     self.inputs = None
 
     def intermediates(state, images):
@@ -212,11 +207,7 @@ class _Pictures:
         self.fn(state, _global(self.replicated, self.inputs))))
     if jax.process_index() != 0:
       return
-    picture = pictures.st_picture(self.inputs, grids)
-    os.makedirs(self.folder, exist_ok=True)
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-    Image.fromarray(picture).save(os.path.join(self.folder, f"step_{step}.png"))
-    self.writer.image(step, "transformers", picture)
+    self.writer.image(step, "transformers", pictures.st_picture(self.inputs, grids))
 
 
 class _QuietOrbax(logging.Filter):
@@ -240,12 +231,76 @@ def _check_finite(step, logged, checkpoints):
     return
   first_step = step - len(logged) + 1
   i = next(i for i, x in enumerate(logged) if not np.isfinite(x["loss"]))
-  last = checkpoints.latest_step()
-  kept = ("no checkpoint had been saved yet" if last is None else
-          f"the last good checkpoint (step {last}) is intact")
   raise NonFiniteLossError(
       f"The training loss became {float(logged[i]['loss'])} at step {first_step + i}. The run "
-      f"stopped and {kept}. Lower the learning rate or check the data.")
+      f"stopped and {_kept(checkpoints)}. Lower the learning rate or check the data.")
+
+
+def _kept(checkpoints):
+  last = checkpoints.latest_step()
+  return ("no checkpoint had been saved yet" if last is None else
+          f"the last good checkpoint (step {last}) is intact")
+
+
+@jax.jit
+def _finite(tree):
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+class Saver:
+  """Saves a loop's checkpoints, only of states known to be finite.
+
+  Shared by every training loop: before a save, the losses of the steps not yet
+  logged (``pending``) and the parameters are checked, so no checkpoint, latest
+  or best, holds a diverged state; the ``record`` saved with it holds the best
+  validation error so far and how far ``metrics.jsonl`` was written; the
+  wall-clock save interval restarts.
+  """
+
+  def __init__(self, checkpoints, writer, guard, data=None):
+    self.checkpoints, self.writer, self.guard, self.data = checkpoints, writer, guard, data
+
+  def __call__(self, step, state, pending, history, *, best=False):
+    if pending:
+      _check_finite(step, jax.device_get(pending), self.checkpoints)
+    if not bool(jax.device_get(_finite(state.params))):
+      raise NonFiniteLossError(
+          f"The parameters became NaN or Inf at step {step} (the loss was still finite). The "
+          f"run stopped and {_kept(self.checkpoints)}. Lower the learning rate or check the "
+          "data.")
+    record = {**history, "metrics_bytes": self.writer.offset()}
+    self.checkpoints.save(step, state, self.data.get_state() if self.data else {}, record,
+                          best=best)
+    self.writer.flush()
+    self.guard.restart_clock()
+
+
+def stopped(guard, signum, step, checkpoints):
+  """The :class:`RunStopped` to raise once the checkpoint of ``step`` is written."""
+  checkpoints.wait()
+  return RunStopped(
+      f"Stopped by {guard.name(signum)} at step {step}, with its checkpoint saved in "
+      f"{checkpoints.dirs['latest']}: run the same command to resume from step {step}.",
+      step=step, signum=signum)
+
+
+def restore(checkpoints, state, workdir):
+  """``(state, resumed)``: ``state`` replaced by the newest intact checkpoint's, if any."""
+  abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  resumed = checkpoints.resume(abstract)
+  if resumed is None:
+    return state, None
+  logging.info("Resumed from the checkpoint of step %d in %s.", resumed.step, workdir)
+  return resumed.state, resumed
+
+
+def write_config(config, workdir):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2))
 
 
 def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
@@ -258,6 +313,12 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
 
   Returns:
     The contents of ``workdir/results.json``.
+
+  Raises:
+    stn_jax.errors.RunStopped: SIGINT or SIGTERM stopped the run, after saving a checkpoint.
+    stn_jax.errors.ConfigError: a setting cannot work, or the workdir holds another run.
+    stn_jax.errors.CheckpointError: a checkpoint could not be written or none could be read.
+    NonFiniteLossError: the loss or the parameters became NaN or Inf.
   """
   if config.task == "colocalisation":  # no classifier: its own loop (triplet loss)
     from stn_jax.train import colocalisation  # pylint: disable=import-outside-toplevel
@@ -284,66 +345,80 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
 
   # The data first: where it is missing, the run stops before it writes anything.
   data = task.train_iterator(jax.process_index(), jax.process_count())
-  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
-                                 identity=_identity(config, task))
-  checkpoints.check_identity()
   state, tx, schedule = _init_state(config, model, task, tx_builder, replicated)
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                 identity=ckpt.run_identity(config))
+  try:
+    state, resumed = restore(checkpoints, state, workdir)
+    return _train(config, workdir, task, model, data, state, resumed, tx, schedule, devices,
+                  mesh, checkpoints, t_start)
+  finally:
+    checkpoints.close()
+
+
+def _train(config, workdir, task, model, data, state, resumed, tx, schedule, devices, mesh,
+           checkpoints, t_start):
+  is_main = jax.process_index() == 0
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
   state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
   train_step, eval_step = _make_steps(model, task, tx, schedule, state_sharding, batch_sharding,
                                       replicated)
-  start = checkpoints.latest_step()
-  if start is not None:
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, data_state = checkpoints.restore(start, abstract)
-    if data_state:
-      data.set_state(data_state)
-    logging.info("Resumed from the checkpoint of step %d in %s.", start, workdir)
+  history = {"best_validation_error": None, "best_step": None}
+  if resumed is not None:
+    if resumed.data_state:
+      data.set_state(resumed.data_state)
+    history.update({k: resumed.record.get(k) for k in history})
   first = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
 
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
-  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size, enabled=is_main)
   if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  draw = _Pictures(model, task, config, workdir, writer, state_sharding, replicated)
+    write_config(config, workdir)
+  writer = metrics_lib.MetricWriter(
+      workdir, enabled=is_main, tensorboard=config.tensorboard,
+      resume_step=None if resumed is None else resumed.step,
+      resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
+  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size, enabled=is_main)
+  draw = _Pictures(model, task, config, writer, state_sharding, replicated)
   picture_every = config.picture_every or config.eval_every
-  history = {"best_validation_error": None, "best_step": None}
   pending = []  # the device metrics since the last log, fetched together
   step = first
   try:
-    while step < config.num_steps:
-      batch = next(data)
-      state, m = train_step(state, _global(batch_sharding, batch))
-      pending.append(m)
-      step += 1
-      last = step == config.num_steps
-      if step % config.log_every == 0 or last:
-        logged = jax.device_get(pending)
-        pending = []
-        _check_finite(step, logged, checkpoints)
-        means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
-        means.update(progress.rates(step))
-        writer.scalars(step, "train", means)
-        progress.line(step, {k: means[k] for k in ("loss", "error", "learning_rate",
-                                                     "images_per_second")})
-      if step % config.eval_every == 0 or last:
-        val = _evaluate(eval_step, state, task, "validation", config, batch_sharding)
-        writer.scalars(step, "validation", val)
-        logging.info("step %d validation: error %.4f, loss %.4f", step, val["error"],
-                     val["loss"])
-        best = history["best_validation_error"]
-        if best is None or val["error"] < best:
-          history.update(best_validation_error=val["error"], best_step=step)
-        checkpoints.save_best(step, state, data.get_state(), val["error"])
-      if step % picture_every == 0 or last:
-        draw(step, state)
-      if step % config.checkpoint_every == 0 or last:
-        if pending:  # never save a state whose loss is not known to be finite
-          _check_finite(step, jax.device_get(pending), checkpoints)
-        checkpoints.save(step, state, data.get_state())
+    with stopping.Guard(config.checkpoint_minutes) as guard:
+      save = Saver(checkpoints, writer, guard, data)
+      while step < config.num_steps:
+        batch = next(data)
+        state, m = train_step(state, _global(batch_sharding, batch))
+        pending.append(m)
+        step += 1
+        last = step == config.num_steps
+        logged_now = step % config.log_every == 0 or last
+        if logged_now:
+          logged = jax.device_get(pending)
+          pending = []
+          _check_finite(step, logged, checkpoints)
+          means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
+          means.update(progress.rates(step))
+          writer.scalars(step, "train", means)
+          progress.line(step, {k: means[k] for k in ("loss", "error", "learning_rate",
+                                                       "images_per_second")})
+        improved = False
+        if step % config.eval_every == 0 or last:
+          val = _evaluate(eval_step, state, task, "validation", config, batch_sharding)
+          writer.scalars(step, "validation", val)
+          logging.info("step %d validation: error %.4f, loss %.4f", step, val["error"],
+                       val["loss"])
+          best = history["best_validation_error"]
+          improved = best is None or val["error"] < best
+          if improved:
+            history.update(best_validation_error=val["error"], best_step=step)
+        if step % picture_every == 0 or last:
+          draw(step, state)
+        signum, timed = guard.poll(sync=logged_now)
+        if improved or timed or signum or step % config.checkpoint_every == 0 or last:
+          save(step, state, pending, history, best=improved)
+        if signum:
+          raise stopped(guard, signum, step, checkpoints)
     results = {"config": config.to_dict(), **task.describe(), "model": config.model,
                "num_params": num_params, "steps": step, "devices": len(devices),
                "processes": jax.process_count(), "platform": jax.devices()[0].platform,
@@ -355,13 +430,10 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
       results[f"{name}_loss"] = r["loss"]
       results[f"{name}_examples"] = r["examples"]
     results["wall_seconds_this_session"] = time.time() - t_start
+    checkpoints.wait()
     if is_main:
       with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(ckpt.json_safe(results), f, indent=2, sort_keys=True)
     return ckpt.json_safe(results)
   finally:
-    checkpoints.wait()
-    checkpoints.close()
     writer.close()
-
-
