@@ -14,6 +14,7 @@ another).
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -163,11 +164,16 @@ def main(argv):
   from stn_jax import train  # pylint: disable=import-outside-toplevel
   logging.info("JAX process %d of %d, %d local device(s).", jax.process_index(),
                jax.process_count(), jax.local_device_count())
+  from stn_jax import errors  # pylint: disable=import-outside-toplevel
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (FileNotFoundError, train.NonFiniteLossError) as e:
-    # Missing data or a diverged run: the message says what to do; a traceback would not.
-    raise SystemExit(f"error: {e}") from None
+  except errors.RunStopped as e:  # a stop asked for, not an error
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_code)
+  except (FileNotFoundError, errors.StnError) as e:
+    # The message says what to do; a traceback would not.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(getattr(e, "exit_code", 1))
 
 
 if __name__ == "__main__":

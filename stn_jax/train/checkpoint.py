@@ -30,18 +30,22 @@ their own shards, so their iterator positions are the same.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from stn_jax.errors import CheckpointError, ConfigError
+from stn_jax.train import faults
 
-__all__ = ["Checkpoints", "Resumed", "json_safe", "params_from", "run_identity"]
+__all__ = ["Checkpoints", "Resumed", "json_safe", "params_from", "quiet", "run_identity"]
 
 # Config fields that change nothing the run computes on its way: how long it runs (a run may
 # be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
@@ -53,6 +57,45 @@ NOT_IDENTITY = frozenset({
     "num_shown", "data.num_eval", "data.mnist_dir", "data.data_dir", "data.validation_seed",
     "data.test_seed",
 })
+
+
+class _QuietOrbax(logging.Filter):
+  """Orbax logs every step of every save at INFO, and a failed write (a full disk) as a
+  dozen tracebacks from its threads; the run's own lines are what matter, and a failure
+  reaches them as an exception (:class:`CheckpointError`)."""
+
+  def filter(self, record):
+    return record.levelno >= logging.CRITICAL or "/orbax/" not in record.pathname
+
+
+def _closed_loop(error) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def quiet():
+  """Keeps Orbax's chatter out of the run's log (once per process).
+
+  Besides its INFO lines: when one read of a damaged checkpoint fails, Orbax
+  leaves its event loop while TensorStore still completes the other reads,
+  whose callbacks then print "Event loop is closed" tracebacks from their
+  threads, dozens of them. They say nothing the one-line warning does not.
+  """
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  handler = absl_logging.get_absl_handler()
+  if any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    return
+  handler.addFilter(_QuietOrbax())
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def quiet_excepthook(kind, error, tb):
+    if not _closed_loop(error):
+      excepthook(kind, error, tb)
+
+  def quiet_unraisablehook(args):
+    if not _closed_loop(args.exc_value):
+      unraisablehook(args)
+
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def json_safe(tree):
@@ -222,12 +265,15 @@ class Checkpoints:
     ``record`` is restored with the state (:attr:`Resumed.record`).
     """
     args = self._args(state, data_state, record)
+    self.wait()  # a failure of the previous (asynchronous) save is reported as its own
     with self._writing(step):
       self.latest.save(step, args=args, force=True)
       if best:
+        faults.point("between-saves", step, before=self.latest.wait_until_finished)
         if step in self.best.all_steps():
           self.best.delete(step)
         self.best.save(step, args=args, force=True)
+    faults.point("saved", step, before=self.wait)
 
   def latest_step(self):
     """The newest complete checkpoint on disk, or None."""
@@ -243,26 +289,41 @@ class Checkpoints:
       self.best.wait_until_finished()
 
   def close(self):
-    self.latest.close()
-    self.best.close()
+    with self._writing(self._saving):
+      self.latest.close()
+      self.best.close()
 
   @contextlib.contextmanager
   def _writing(self, step):
-    """Turns a failed write of ``step`` (a full disk, a read-only directory) into one
-    sentence naming the directory and the last complete checkpoint."""
+    """Turns a failed write of ``step`` into :meth:`write_failure`'s sentence."""
     try:
       yield
     except Exception as e:  # pylint: disable=broad-except  # OSError, or TensorStore's own
-      last = self._last_complete(exclude=step)
-      kept = (f"the last complete checkpoint is step {last}" if last is not None
-              else "no complete checkpoint was saved yet")
-      lines = str(e).strip().splitlines()
-      reason = lines[-1][:300] if lines else type(e).__name__
-      raise CheckpointError(
-          f"Could not write the checkpoint of step {step} in {self.workdir} ({reason}); "
-          f"{kept}. Free space (or fix the directory) and run the same command to resume "
-          "from it.") from e
+      raise self.write_failure(e, step) from e
     self._saving = step
+
+  @contextlib.contextmanager
+  def disk(self):
+    """Around a loop: a full disk (or quota, or read-only file system) met while writing
+    anything in the workdir becomes :meth:`write_failure`'s sentence."""
+    try:
+      yield
+    except OSError as e:
+      if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        raise
+      raise self.write_failure(e) from e
+
+  def write_failure(self, error, step=None) -> CheckpointError:
+    """The sentence for a write in the workdir that failed (a full disk, a read-only
+    directory): what failed, and the last complete checkpoint to resume from."""
+    last = self._last_complete(exclude=step)
+    kept = (f"the last complete checkpoint is step {last}" if last is not None
+            else "no complete checkpoint was saved yet")
+    reason = _reason(error)
+    what = f"the checkpoint of step {step}" if step is not None else "the run's records"
+    return CheckpointError(
+        f"Could not write {what} in {self.workdir} ({reason}); {kept}. Free space (or fix the "
+        "directory) and run the same command to resume from it.")
 
   def _last_complete(self, exclude=None):
     root = self.dirs["latest"]
@@ -270,6 +331,21 @@ class Checkpoints:
     done = [s for s in steps if s != exclude and os.path.exists(
         os.path.join(root, str(s), "_CHECKPOINT_METADATA"))]
     return max(done) if done else None
+
+
+def _reason(error) -> str:
+  """The operating system's words for ``error`` (e.g. "No space left on device"), found in
+  its chain of causes or in TensorStore's message; else its last line."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno:
+      return os.strerror(seen.errno)
+    code = re.search(r"os_error_code='?(\d+)", str(seen))
+    if code:
+      return os.strerror(int(code.group(1)))
+    seen = seen.__cause__ or seen.__context__
+  lines = str(error).strip().splitlines()
+  return lines[-1][:300] if lines else type(error).__name__
 
 
 def params_from(path: str):

@@ -61,7 +61,7 @@ from stn_jax import models, ops
 from stn_jax.datasets import distortions, load_mnist
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import optim, stopping, trainer
+from stn_jax.train import faults, optim, stopping, trainer
 from stn_jax.train.trainer import TrainState
 
 __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_crops",
@@ -445,8 +445,9 @@ def train_colocalisation(config, workdir: str) -> dict:
                                  identity=ckpt.run_identity(config))
   try:
     encoder, enc_params = _encoder(config, encoder_info)
-    return _train(config, workdir, images, boxes, localizer, encoder, enc_params, encoder_info,
-                  checkpoints, t_start)
+    with checkpoints.disk():
+      return _train(config, workdir, images, boxes, localizer, encoder, enc_params,
+                    encoder_info, checkpoints, t_start)
   finally:
     checkpoints.close()
 
@@ -504,6 +505,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
         state, m = train_step(state, enc_params, data)
         pending.append(m)
         step += 1
+        faults.point("step", step)
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:

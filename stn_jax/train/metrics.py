@@ -13,11 +13,12 @@ import logging
 import os
 import re
 import shutil
+import struct
 import time
 
 import numpy as np
 
-__all__ = ["MetricWriter", "Progress"]
+__all__ = ["MetricWriter", "Progress", "read_tensorboard"]
 
 
 def _picture_name(tag: str, step: int) -> str:
@@ -84,7 +85,10 @@ class MetricWriter:
       from PIL import Image  # pylint: disable=import-outside-toplevel
       found = [(m, n) for n in os.listdir(self._pictures) if (m := _PICTURE.match(n))]
       for m, name in sorted(found, key=lambda x: int(x[0]["step"])):
-        picture = np.asarray(Image.open(os.path.join(self._pictures, name)).convert("RGB"))
+        try:
+          picture = np.asarray(Image.open(os.path.join(self._pictures, name)).convert("RGB"))
+        except OSError:  # cut short by a full disk or a kill: TensorBoard goes without it
+          continue
         self._tb.add_image(m["tag"] or "transformers", picture, int(m["step"]),
                            dataformats="HWC")
     self._tb.flush()
@@ -122,9 +126,15 @@ class MetricWriter:
   def close(self):
     if not self.enabled:
       return
-    self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
+    try:
+      self._jsonl.close()
+      if self._tb is not None:
+        self._tb.close()
+    except OSError as e:
+      # metrics.jsonl is flushed line by line, and a resumed run rebuilds TensorBoard's
+      # files from it: nothing is lost that a resume needs.
+      logging.warning("Could not finish writing the records in %s: %s", os.path.dirname(
+          self._path), e)
 
 
 def _move_previous(workdir, paths):
@@ -175,6 +185,29 @@ def _drop_pictures_after(folder, step):
     m = _PICTURE.match(name)
     if m and int(m["step"]) > step:
       os.remove(os.path.join(folder, name))
+
+
+def read_tensorboard(logdir: str) -> list[tuple[str, int, float]]:
+  """Every scalar in the event files under ``logdir``, as ``(tag, step, value)``.
+
+  Reads the TFRecord files directly (with tensorboardX's protobuf classes), so
+  neither TensorFlow nor TensorBoard is needed; a record cut short by a kill ends
+  its file.
+  """
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  out = []
+  for root, _, names in os.walk(logdir):
+    for name in sorted(n for n in names if "tfevents" in n):
+      with open(os.path.join(root, name), "rb") as f:
+        while len(header := f.read(12)) == 12:
+          (length,) = struct.unpack("<Q", header[:8])
+          data = f.read(length)
+          if len(data) < length or len(f.read(4)) < 4:
+            break
+          event = event_pb2.Event.FromString(data)
+          out.extend((v.tag, int(event.step), float(v.simple_value))
+                     for v in event.summary.value if v.HasField("simple_value"))
+  return out
 
 
 def _duration(seconds: float) -> str:

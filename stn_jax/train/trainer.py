@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from stn_jax.errors import RunStopped, StnError
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import optim, pictures, stopping, tasks
+from stn_jax.train import faults, optim, pictures, stopping, tasks
 
 __all__ = ["NonFiniteLossError", "Saver", "TrainState", "restore", "stopped", "train_and_evaluate",
            "write_config"]
@@ -210,18 +210,7 @@ class _Pictures:
     self.writer.image(step, "transformers", pictures.st_picture(self.inputs, grids))
 
 
-class _QuietOrbax(logging.Filter):
-  """Orbax logs every step of every save at INFO; the run's own lines are what matter."""
-
-  def filter(self, record):
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
-
-
-def _quiet_orbax():
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-  handler = absl_logging.get_absl_handler()
-  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
-    handler.addFilter(_QuietOrbax())
+_quiet_orbax = ckpt.quiet  # the co-localisation loop calls it by this name
 
 
 def _check_finite(step, logged, checkpoints):
@@ -350,8 +339,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
                                  identity=ckpt.run_identity(config))
   try:
     state, resumed = restore(checkpoints, state, workdir)
-    return _train(config, workdir, task, model, data, state, resumed, tx, schedule, devices,
-                  mesh, checkpoints, t_start)
+    with checkpoints.disk():
+      return _train(config, workdir, task, model, data, state, resumed, tx, schedule, devices,
+                    mesh, checkpoints, t_start)
   finally:
     checkpoints.close()
 
@@ -391,6 +381,7 @@ def _train(config, workdir, task, model, data, state, resumed, tx, schedule, dev
         state, m = train_step(state, _global(batch_sharding, batch))
         pending.append(m)
         step += 1
+        faults.point("step", step)
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:
