@@ -296,6 +296,44 @@ def test_a_full_disk_gives_one_sentence_and_resumes(mnist_dir, straight, tmp_pat
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def test_colocalisation_killed_in_its_encoder_and_in_its_loop(mnist_dir, tmp_path):
+  def coloc(workdir, fault=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("STN_FAULT", None)
+    if fault:
+      env["STN_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "stn_jax.main", "--config=experiments/colocalisation.py:t,8,smoke",
+         f"--workdir={workdir}", f"--config.data.mnist_dir={mnist_dir}",
+         "--config.num_steps=6"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300)
+
+  straight, workdir = str(tmp_path / "straight"), str(tmp_path / "run")
+  ok(coloc(straight))
+  # The encoder (4 steps, checkpoints at 3 and 4) trains first, in workdir/encoder.
+  assert coloc(workdir, "saved@3").returncode == -signal.SIGKILL
+  assert not [s for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  proc = coloc(workdir, "colocalisation-step@5:TERM")
+  assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+  assert "Resumed from the checkpoint of step 3" in proc.stderr  # the encoder's
+  assert "resume from step 5" in proc.stderr.strip().splitlines()[-1]
+  proc = coloc(workdir, "colocalisation-step@6")
+  assert proc.returncode == -signal.SIGKILL
+  proc = ok(coloc(workdir))
+  assert "Resumed from the checkpoint of step 5" in proc.stderr
+  for a, b in zip(*(jax.tree_util.tree_leaves(params_at(w, 6)) for w in (straight, workdir))):
+    assert np.array_equal(a, b)
+  with open(os.path.join(straight, "results.json"), encoding="utf-8") as f:
+    want = json.load(f)
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    got = json.load(f)
+  assert got["ious"] == want["ious"] and got["steps"] == 6
+  jsonl, tb = records(workdir)
+  want_jsonl, want_tb = records(straight)
+  assert max(jsonl.values()) == 1 and max(tb.values()) == 1
+  assert set(jsonl) == set(want_jsonl) and set(tb) == set(want_tb)
+
+
 # -- in-process checks --------------------------------------------------------------------
 
 def smoke_config(mnist_dir, variant="rts,st_fcn,smoke", **overrides):

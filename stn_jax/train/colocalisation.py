@@ -505,7 +505,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
         state, m = train_step(state, enc_params, data)
         pending.append(m)
         step += 1
-        faults.point("step", step)
+        faults.point("colocalisation-step", step)
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:

@@ -3,7 +3,8 @@
 ``STN_FAULT=POINT@STEP`` or ``POINT@STEP:SIGNAL`` (``KILL``, the default, ``INT`` or
 ``TERM``), read when the point is reached. The points:
 
-- ``step``: right after training step STEP;
+- ``step``: right after training step STEP of the trainer (``colocalisation-step``: of
+  the co-localisation loop, whose encoder trains first in the trainer);
 - ``between-saves``: after the regular checkpoint of STEP is complete on disk, before
   its best checkpoint is written;
 - ``saved``: after every checkpoint of STEP is complete on disk.
