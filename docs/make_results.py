@@ -87,28 +87,19 @@ def make_config(run, steps: int, batch: int, num_eval=None):
   return c
 
 
-# The settings that make two runs of one model different runs. The trainer's checkpoints
-# refuse another model; these are refused here, so that a run is neither taken as done nor
-# resumed under other settings.
-_RUN_SETTINGS = ("num_steps", "batch_size", "learning_rate", "decay_every", "momentum",
-                 "localization_lr_multiplier", "seed")
-
-
 def _train_unless_done(config, workdir: pathlib.Path, what: str) -> bool:
   """Trains ``config`` in ``workdir`` (resuming), unless it already finished there.
 
-  A workdir whose run (finished or not) has other ``_RUN_SETTINGS`` stops the sweep.
-  Returns whether it trained.
+  A workdir whose checkpoints are of a run with other settings (the trainer's own
+  check, ``check_workdir``) stops the sweep: such a run is neither taken as done nor
+  resumed. Returns whether it trained.
   """
-  from stn_jax import train  # pylint: disable=import-outside-toplevel
-  started = workdir / "config.json"  # the trainer writes it when it starts
-  if started.exists():
-    found = json.loads(started.read_text())
-    differ = [f"{k} {found.get(k)!r} there, {config[k]!r} here" for k in _RUN_SETTINGS
-              if found.get(k) != config[k]]
-    if differ:
-      raise SystemExit(f"{workdir} holds a run with other settings ({'; '.join(differ)}). "
-                       "Move it aside to keep it, or pass another --runs.")
+  from stn_jax import errors, train  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  try:
+    checkpoint.check_workdir(config, str(workdir))
+  except errors.ConfigError as e:
+    raise SystemExit(f"{e} (Or pass another --runs.)") from None
   if (workdir / "results.json").exists():
     print(f"{workdir.name}: done")
     return False

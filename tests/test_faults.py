@@ -387,3 +387,23 @@ def test_timed_checkpoints(mnist_dir, tmp_path):
   c = smoke_config(mnist_dir, checkpoint_minutes=1e-5, checkpoint_every=100, keep_checkpoints=3)
   train.train_and_evaluate(c, str(tmp_path))
   assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [4, 5, 6]
+
+
+def test_a_checkpoint_of_an_older_version_is_checked_against_its_config_json(mnist_dir,
+                                                                             tmp_path):
+  train.train_and_evaluate(smoke_config(mnist_dir, num_steps=3), str(tmp_path))
+  meta = tmp_path / "checkpoints" / "3" / "meta" / "metadata"
+  with open(meta, encoding="utf-8") as f:
+    stored = json.load(f)
+  # Older checkpoints named the model, task and input alone.
+  stored["identity"] = {k: stored["identity"][k] for k in ("task", "model")}
+  stored["identity"]["input_shape"] = [42, 42, 1]
+  with open(meta, "w", encoding="utf-8") as f:
+    json.dump(stored, f)
+  with pytest.raises(ConfigError, match="batch_size: 16 there, 8 here"):
+    ckpt.check_workdir(smoke_config(mnist_dir, batch_size=8), str(tmp_path))
+  with pytest.raises(ConfigError, match="batch_size: 16 there, 8 here"):
+    train.train_and_evaluate(smoke_config(mnist_dir, batch_size=8), str(tmp_path))
+  ckpt.check_workdir(smoke_config(mnist_dir, num_steps=5), str(tmp_path))
+  assert train.train_and_evaluate(smoke_config(mnist_dir, num_steps=5),
+                                  str(tmp_path))["steps"] == 5

@@ -84,7 +84,7 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
   # A finished run with other settings is neither taken as done nor overwritten.
   monkeypatch.setitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None), 0.5)
   before = (runs / "rts_st_fcn" / "results.json").read_text()
-  with pytest.raises(SystemExit, match="localization_lr_multiplier 1.0 there, 0.5 here"):
+  with pytest.raises(SystemExit, match="localization_lr_multiplier: 1.0 there, 0.5 here"):
     make_results.main(["run"] + args)
   assert (runs / "rts_st_fcn" / "results.json").read_text() == before
   monkeypatch.delitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None))
@@ -122,13 +122,25 @@ def test_gap_before_the_runs_says_what_to_do(make_results, mnist_dir, tmp_path, 
     make_results.main(["gap", "--runs", str(tmp_path / "none"), "--docs", str(tmp_path)])
 
 
-def test_a_started_run_with_other_settings_is_not_resumed(make_results, tmp_path):
-  config = make_results.make_config(("tc", "st_cnn", None), 3000, 64)
-  workdir = tmp_path / "tc_st_cnn"
-  workdir.mkdir()
-  started = json.loads(config.to_json_best_effort())
-  started["localization_lr_multiplier"] = 1.0  # stopped midway under the old setting
-  (workdir / "config.json").write_text(json.dumps(started))
-  with pytest.raises(SystemExit, match="localization_lr_multiplier 1.0 there, 0.3 here"):
-    make_results._train_unless_done(config, workdir, "3000 steps of 64")
-  assert [p.name for p in workdir.iterdir()] == ["config.json"]
+def test_a_started_run_with_other_settings_is_not_resumed(make_results, mnist_dir, tmp_path):
+  from stn_jax import train  # pylint: disable=import-outside-toplevel
+
+  def config(multiplier):
+    c = make_results.make_config(("rts", "st_fcn", None), 4, 8, 16)
+    with c.unlocked():
+      c.data.mnist_dir = str(mnist_dir)
+      c.data.num_validation = 64
+      c.pictures = 0
+      c.tensorboard = False
+      c.localization_lr_multiplier = multiplier
+    return c
+
+  workdir = tmp_path / "rts_st_fcn"
+  stopped = config(1.0)
+  stopped.num_steps = 2  # stopped midway under the old setting
+  train.train_and_evaluate(stopped, str(workdir))
+  (workdir / "results.json").unlink()
+  before = sorted(p.name for p in workdir.rglob("*"))
+  with pytest.raises(SystemExit, match="localization_lr_multiplier: 1.0 there, 0.3 here"):
+    make_results._train_unless_done(config(0.3), workdir, "4 steps of 8")
+  assert sorted(p.name for p in workdir.rglob("*")) == before

@@ -45,7 +45,8 @@ import orbax.checkpoint as ocp
 from stn_jax.errors import CheckpointError, ConfigError
 from stn_jax.train import faults
 
-__all__ = ["Checkpoints", "Resumed", "json_safe", "params_from", "quiet", "run_identity"]
+__all__ = ["Checkpoints", "Resumed", "check_workdir", "json_safe", "params_from", "quiet",
+           "run_identity"]
 
 # Config fields that change nothing the run computes on its way: how long it runs (a run may
 # be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
@@ -118,8 +119,46 @@ def _flatten(tree, prefix=""):
 def run_identity(config) -> dict:
   """The settings that fix a run's trajectory: every field of ``config`` (flattened to
   dotted names) but those in ``NOT_IDENTITY``."""
-  flat = _flatten(json_safe(config.to_dict()))
+  tree = config if isinstance(config, dict) else config.to_dict()
+  flat = _flatten(json_safe(tree))
   return {k: v for k, v in sorted(flat.items()) if k not in NOT_IDENTITY}
+
+
+def _supplemented(found: dict, workdir: str) -> dict:
+  """A checkpoint's identity, completed from ``workdir/config.json`` (written when the run
+  started) where it predates full identities (it had model, task and input alone)."""
+  if "seed" in found:
+    return found
+  try:
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      return {**run_identity(json.load(f)), **_flatten(found)}
+  except (OSError, ValueError):
+    return found
+
+
+def check_workdir(config, workdir: str):
+  """Raises :class:`ConfigError` if ``workdir`` holds checkpoints of a run with other
+  settings than ``config`` (see :func:`run_identity`); what the trainer checks before it
+  resumes, for a caller deciding whether a finished run there is the one it wants."""
+  root = os.path.join(workdir, "checkpoints")
+  steps = sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True) if (
+      os.path.isdir(root)) else []
+  for step in steps:
+    try:
+      with open(os.path.join(root, str(step), "meta", "metadata"), encoding="utf-8") as f:
+        found = json.load(f)["identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+      continue  # damaged: the trainer would set it aside and look further
+    _refuse_other(_supplemented(found, workdir), run_identity(config), workdir)
+    return
+
+
+def _refuse_other(found, here, workdir):
+  diff = _differences(found, here)
+  if diff:
+    raise ConfigError(
+        f"The workdir {os.path.abspath(workdir)!r} holds checkpoints of another run: "
+        f"{'; '.join(diff)}. Use a new --workdir, or the same settings to resume that run.")
 
 
 def _differences(found: dict, here: dict) -> list[str]:
@@ -197,7 +236,7 @@ class Checkpoints:
       except Exception as e:  # pylint: disable=broad-except  # any damage, any library
         damaged.append(self._set_aside("latest", step, e))
         continue
-      self._check_identity(found)
+      _refuse_other(_supplemented(found, self.workdir), self.identity, self.workdir)
       try:
         out = self.latest.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -216,13 +255,6 @@ class Checkpoints:
           "from step 0 in this workdir, or use a new --workdir.")
     self._drop_best_after(-1)
     return None
-
-  def _check_identity(self, found):
-    diff = _differences(found, self.identity)
-    if diff:
-      raise ConfigError(
-          f"The workdir {self.workdir!r} holds checkpoints of another run: "
-          f"{'; '.join(diff)}. Use a new --workdir, or the same settings to resume that run.")
 
   def _set_aside(self, name, step, error) -> int:
     """Moves ``name``'s ``step`` to ``workdir/damaged/`` and says so; returns ``step``."""
