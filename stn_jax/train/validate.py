@@ -91,7 +91,7 @@ def check_config(config, workdir=None, num_devices=None) -> None:
     path = _get(config, name)
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
       raise ConfigError(f"{name}={path!r} does not exist (looked from {os.getcwd()}); give "
-                        "the workdir of a finished run, or leave it unset.")
+                        f"--config.{name} the workdir of a finished run, or leave it unset.")
   if num_devices is not None and _get(config, "task") != "colocalisation":
     for name in ("batch_size", "eval_batch_size"):
       value = _get(config, name)
