@@ -165,7 +165,7 @@ def smoke(mnist_dir):
     ("momentum", 1.0, ["momentum must be in [0, 1)"]),
     ("weight_decay", -0.1, ["weight_decay must be a finite number >= 0"]),
     ("seed", -1, ["seed must be an integer in [0, 2**32)"]),
-    ("init_from", "/no/such/run", ["init_from='/no/such/run' does not exist"]),
+    ("init_from", "/no/such/run", ["init_from='/no/such/run' is not a checkpoint"]),
 ])
 def test_check_config_names_the_field(smoke, field, value, words):
   validate.check_config(smoke, num_devices=1)  # the unchanged config passes

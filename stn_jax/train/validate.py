@@ -46,6 +46,10 @@ _SEEDS = ("seed", "data.seed", "data.split_seed", "data.validation_seed", "data.
 _MISSING = object()
 
 
+class _NoSuchPath(ConfigError, FileNotFoundError):
+  """A setting names a path that does not exist (a FileNotFoundError, as where it is read)."""
+
+
 def _get(config, dotted):
   """``config.a.b`` for ``'a.b'``, or ``_MISSING`` where the config has no such field."""
   node = config
@@ -90,8 +94,9 @@ def check_config(config, workdir=None, num_devices=None) -> None:
   for name in ("init_from", "encoder_from"):
     path = _get(config, name)
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
-      raise ConfigError(f"{name}={path!r} does not exist (looked from {os.getcwd()}); give "
-                        f"--config.{name} the workdir of a finished run, or leave it unset.")
+      raise _NoSuchPath(f"{name}={path!r} is not a checkpoint: it does not exist (looked "
+                        f"from {os.getcwd()}); give --config.{name} the workdir of a finished "
+                        "run, or leave it unset.")
   if num_devices is not None and _get(config, "task") != "colocalisation":
     for name in ("batch_size", "eval_batch_size"):
       value = _get(config, name)
