@@ -233,7 +233,7 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:  # what app.parse_flags_with_usage reports, on one line
-    _fail(f"{e} (pass --helpfull to see the flags).")
+    _fail(f"{str(e).rstrip('.')}. Pass --helpfull to see the flags.")
 
 
 def main(argv):

@@ -279,7 +279,8 @@ def _check_config(config):
     raise ConfigError(f"data.distortion must be one of {', '.join(DISTORTIONS)} (translated, "
                       f"or translated and cluttered); got {d.distortion!r}.")
   if d.digit_class not in range(10):
-    raise ConfigError(f"data.digit_class must be a digit class 0-9, got {d.digit_class!r}.")
+    raise ConfigError(f"data.digit_class must be a digit class 0-9, got {d.digit_class!r}; "
+                      "choose it with the variant, e.g. colocalisation.py:t,3.")
   if d.size < 2:
     raise ConfigError(f"data.size must be at least 2 (the loss compares pairs of images), got "
                       f"{d.size}.")
