@@ -16,8 +16,9 @@ What a user can fix ends the run with one line on stderr, ``error: <what was
 wrong and what to do>``, and exit status 1: a config file that does not load, a
 flag or setting that cannot work, a workdir that is a file, missing or damaged
 data (these before anything is written), a diverged loss. A run stopped by
-SIGINT or SIGTERM exits with 128 + the signal's number. Anything else is a bug
-and keeps its traceback.
+SIGINT or SIGTERM ends with the sentence that says where it will resume (no
+``error:``: a stop is not an error) and exits with 128 + the signal's number.
+Anything else is a bug and keeps its traceback.
 """
 
 import contextlib
@@ -125,7 +126,7 @@ def _start_distributed(argv):
         "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or run one process with --nodistributed.") from e
 
 
-def _fail(message, code=1):
+def _fail(message, code=1, *, prefix="error: "):
   """Ends the program with ``error: <message>`` as the last line on stderr.
 
   The message is put on one line, so that the last line of a failed run says
@@ -134,7 +135,7 @@ def _fail(message, code=1):
   """
   line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
   sys.stdout.flush()
-  sys.stderr.write(f"error: {line}\n")
+  sys.stderr.write(f"{prefix}{line}\n")
   sys.stderr.flush()
   raise SystemExit(code)
 
@@ -143,9 +144,11 @@ def _fail(message, code=1):
 def _user_errors():
   """Reports the errors a user can act on (``stn_jax.errors``, a missing file) as one
   ``error:`` line with their exit code; anything else is a bug and keeps its traceback."""
-  from stn_jax.errors import StnError  # pylint: disable=import-outside-toplevel
+  from stn_jax.errors import RunStopped, StnError  # pylint: disable=import-outside-toplevel
   try:
     yield
+  except RunStopped as e:  # a stop asked for, not an error: its sentence, without 'error:'
+    _fail(e, e.exit_code, prefix="")
   except (StnError, FileNotFoundError) as e:
     _fail(e, getattr(e, "exit_code", 1))
 

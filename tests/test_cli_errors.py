@@ -323,9 +323,14 @@ def test_main_reports_user_errors_with_their_exit_code_and_bugs_with_a_traceback
     with main._user_errors():  # pylint: disable=protected-access
       raise RunStopped("Stopped by SIGTERM at step 7;\n  run the same command to resume.",
                        step=7, signum=15)
-  assert info.value.code == 143
-  assert capsys.readouterr().err == ("error: Stopped by SIGTERM at step 7; run the same "
-                                     "command to resume.\n")
+  assert info.value.code == 143  # a stop is no error: its sentence alone, on one line
+  assert capsys.readouterr().err == ("Stopped by SIGTERM at step 7; run the same command to "
+                                     "resume.\n")
+  with pytest.raises(SystemExit) as info:
+    with main._user_errors():  # pylint: disable=protected-access
+      raise ConfigError("A setting\n  cannot work.")
+  assert info.value.code == 1
+  assert capsys.readouterr().err == "error: A setting cannot work.\n"
   with pytest.raises(SystemExit) as info:
     with main._user_errors():  # pylint: disable=protected-access
       raise FileNotFoundError("No such file: x.")
