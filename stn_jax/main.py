@@ -11,8 +11,17 @@ three, as flags or in the environment: ``--coordinator_address`` or
 or ``JAX_NUM_PROCESSES``, ``--process_id`` or ``JAX_PROCESS_ID``. On CPUs the
 processes talk through gloo (``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` may name
 another).
+
+What a user can fix ends the run with one line on stderr, ``error: <what was
+wrong and what to do>``, and exit status 1: a config file that does not load, a
+flag or setting that cannot work, a workdir that is a file, missing or damaged
+data (these before anything is written), a diverged loss. A run stopped by
+SIGINT or SIGTERM ends with the sentence that says where it will resume (no
+``error:``: a stop is not an error) and exits with 128 + the signal's number.
+Anything else is a bug and keeps its traceback.
 """
 
+import contextlib
 import os
 import sys
 
@@ -117,20 +126,88 @@ def _start_distributed(argv):
         "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or run one process with --nodistributed.") from e
 
 
-def _unknown_override(argv):
-  """The message for the first ``--config.KEY=...`` naming a field the config lacks, or None."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  config_arg = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
-  if config_arg is None:
-    return None
-  path, _, variant = config_arg.partition(":")
+def _fail(message, code=1, *, prefix="error: "):
+  """Ends the program with ``error: <message>`` as the last line on stderr.
+
+  The message is put on one line, so that the last line of a failed run says
+  what went wrong (a prepared-dataset error, for one, holds a command on a line of
+  its own).
+  """
+  line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+  sys.stdout.flush()
+  sys.stderr.write(f"{prefix}{line}\n")
+  sys.stderr.flush()
+  raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def _user_errors():
+  """Reports the errors a user can act on (``stn_jax.errors``, a missing file) as one
+  ``error:`` line with their exit code; anything else is a bug and keeps its traceback."""
+  from stn_jax.errors import RunStopped, StnError  # pylint: disable=import-outside-toplevel
   try:
-    spec = importlib.util.spec_from_file_location("_stn_config_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant or None)
-  except Exception:  # pylint: disable=broad-except
-    return None  # the config itself fails: the original error says more
+    yield
+  except RunStopped as e:  # a stop asked for, not an error: its sentence, without 'error:'
+    _fail(e, e.exit_code, prefix="")
+  except (StnError, FileNotFoundError) as e:
+    _fail(e, getattr(e, "exit_code", 1))
+
+
+def _config_arg(argv):
+  """The value of ``--config`` in ``argv`` (``--config=X`` or ``--config X``), or None."""
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _experiments_hint():
+  names = sorted(n for n in os.listdir("experiments") if n.endswith(".py")) if os.path.isdir(
+      "experiments") else []
+  return (f" The experiments here: {', '.join(f'experiments/{n}' for n in names)}."
+          if names else "")
+
+
+def _config_problem(argv):
+  """The sentence for a ``--config`` that cannot be loaded or overridden as given, or None.
+
+  config_flags reports a config file it cannot load or run with a traceback inside its
+  message, or only when the config is first read, and an override of a field the config
+  lacks as an AttributeError; so the file is loaded here first, as config_flags loads it
+  (it is small). A config file that fails otherwise (NameError, ImportError, ...) has a
+  bug: that propagates with its traceback.
+  """
+  import importlib.machinery  # pylint: disable=import-outside-toplevel
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  config_arg = _config_arg(argv)
+  if config_arg is None:
+    return None  # absl's own message names the required flag
+  path, colon, variant = config_arg.partition(":")
+  if not os.path.isfile(path):
+    what = "is a directory" if os.path.isdir(path) else "does not exist"
+    return (f"The config file {path!r} {what} (looked from {os.getcwd()}); give "
+            f"--config=experiments/<name>.py[:variant].{_experiments_hint()}")
+  try:
+    with open(path, "rb") as f:
+      code = compile(f.read(), path, "exec")
+  except (SyntaxError, ValueError) as e:  # ValueError: bytes that are not text
+    where = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+    reason = getattr(e, "msg", None) or str(e)
+    return (f"The config file {path!r} is not Python: {reason}{where}. Give a config file "
+            f"such as experiments/distorted_mnist.py, which defines get_config().")
+  loader = importlib.machinery.SourceFileLoader("_stn_config_check", path)
+  module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+  exec(code, module.__dict__)  # pylint: disable=exec-used
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    return (f"The config file {path!r} defines no get_config(); a config file returns its "
+            "ConfigDict from get_config(arg=None), as those in experiments/ do.")
+  try:
+    config = get_config(variant) if colon else get_config()
+  except ValueError as e:  # the config's own sentence, e.g. an unknown variant
+    return f"--config={config_arg}: {e}"
   for arg in argv[1:]:
     if not arg.startswith("--config."):
       continue
@@ -147,33 +224,33 @@ def _unknown_override(argv):
 
 
 def _parse_flags(argv):
-  _start_distributed(argv)
   try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError):
-    message = _unknown_override(argv)
-    if message is None:
-      raise
-    raise SystemExit(f"FATAL Flags parsing error: {message}") from None
+    _start_distributed(argv)
+  except app.UsageError as e:
+    _fail(e)
+  if not any(a.split("=")[0] in ("-h", "--help", "--helpshort", "--helpfull")
+             for a in argv[1:]):
+    problem = _config_problem(argv)
+    if problem is not None:
+      _fail(problem)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # what app.parse_flags_with_usage reports, on one line
+    _fail(f"{str(e).rstrip('.')}. Pass --helpfull to see the flags.")
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+    _fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
   import jax  # pylint: disable=import-outside-toplevel
   from stn_jax import train  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import validate  # pylint: disable=import-outside-toplevel
   logging.info("JAX process %d of %d, %d local device(s).", jax.process_index(),
                jax.process_count(), jax.local_device_count())
-  from stn_jax import errors  # pylint: disable=import-outside-toplevel
-  try:
+  with _user_errors():
+    # Here, where the workdir is known: nothing is read or written before it passes.
+    validate.check_config(_CONFIG.value, _WORKDIR.value, jax.device_count())
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except errors.RunStopped as e:  # a stop asked for, not an error
-    print(e, file=sys.stderr)
-    sys.exit(e.exit_code)
-  except (FileNotFoundError, errors.StnError) as e:
-    # The message says what to do; a traceback would not.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 1))
 
 
 if __name__ == "__main__":

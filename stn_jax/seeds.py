@@ -18,7 +18,7 @@ import json
 import math
 import os
 
-__all__ = ["run_seeds", "summarise"]
+__all__ = ["parse_seeds", "run_seeds", "summarise"]
 
 
 def summarise(results: dict) -> dict:
@@ -51,14 +51,52 @@ def summarise(results: dict) -> dict:
   return {"seeds": list(results), "runs": results, "stats": stats}
 
 
+def parse_seeds(seeds) -> list:
+  """The seeds as integers: at least one, each in [0, 2**32), no two the same.
+
+  Args:
+    seeds: integers or their text (``--seeds=0,1,2`` gives ``['0', '1', '2']``).
+
+  Raises:
+    stn_jax.errors.ConfigError: a seed is not such an integer, none is given, or one repeats.
+
+  >>> parse_seeds(['0', ' 2', 5])
+  [0, 2, 5]
+  """
+  from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  given = ",".join(str(s) for s in seeds)
+  out = []
+  for s in seeds:
+    try:
+      value = int(str(s).strip())
+    except ValueError:
+      raise ConfigError(f"The seed {str(s)!r} (of seeds {given!r}) is not an integer; give "
+                        "distinct integers, e.g. --seeds=0,1,2.") from None
+    if not 0 <= value < 2**32:
+      raise ConfigError(f"The seed {value} (of seeds {given!r}) is outside [0, 2**32), the seeds "
+                        "NumPy and grain take; give seeds in that range, e.g. --seeds=0,1,2.")
+    out.append(value)
+  if not out:
+    raise ConfigError("No seed was given; give at least one, e.g. --seeds=0,1,2.")
+  repeated = sorted({s for s in out if out.count(s) > 1})
+  if repeated:
+    raise ConfigError(f"The seeds must be distinct: {', '.join(map(str, repeated))} appears more "
+                      f"than once in {given!r}, and each seed trains in its own folder; give each "
+                      "seed once.")
+  return out
+
+
 def run_seeds(config, workdir: str, seeds) -> dict:
-  """Trains ``config`` once per seed in ``workdir/seed_<s>`` and writes ``summary.json``."""
+  """Trains ``config`` once per seed in ``workdir/seed_<s>`` and writes ``summary.json``.
+
+  The seeds, the config and the workdir are checked before the first run starts.
+  """
   # Imported here so that `summarise` needs no JAX.
   import jax  # pylint: disable=import-outside-toplevel
   from stn_jax import train  # pylint: disable=import-outside-toplevel
-  seeds = [int(s) for s in seeds]
-  if not seeds or len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds must be distinct and at least one, got {seeds}.")
+  from stn_jax.train import validate  # pylint: disable=import-outside-toplevel
+  seeds = parse_seeds(seeds)
+  validate.check_config(config, workdir, jax.device_count())
   results = {}
   for seed in seeds:
     c = copy.deepcopy(config)  # keeps field references, so fields tied to the seed follow it
@@ -73,10 +111,14 @@ def run_seeds(config, workdir: str, seeds) -> dict:
 
 
 def _main(argv):
-  from absl import app, flags, logging  # pylint: disable=import-outside-toplevel
+  from absl import flags, logging  # pylint: disable=import-outside-toplevel
+  from stn_jax import main as entry  # pylint: disable=import-outside-toplevel
+  # pylint: disable=protected-access
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
-  summary = run_seeds(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.seeds)
+    entry._fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
+  with entry._user_errors():  # one 'error:' line for what the user can fix, as main's
+    summary = run_seeds(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.seeds)
+  # pylint: enable=protected-access
   for name in ("validation_error", "test_error"):
     if name in summary["stats"]:
       s = summary["stats"][name]

@@ -2,6 +2,8 @@
 a (simulated) download, and the errors when it can be neither."""
 
 import shutil
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +70,8 @@ def test_download_fetches_the_four_tfds_urls(idx_dir, tmp_path, monkeypatch):
     return out
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  # The simulated download needs no network: nor does the check that the host answers.
+  monkeypatch.setattr(mnist_tfds, "check_download_host", lambda **_: None)
   images, labels = load_mnist("train", tmp_path / "tfds", source="tfds")
   assert sorted(requested) == sorted(
       mnist_tfds.URL + f"{p}-{k}-idx{n}-ubyte.gz"
@@ -81,8 +85,46 @@ def test_failed_download_says_what_to_do_instead(tmp_path, monkeypatch):
     raise ConnectionError("no route to host")
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
+  monkeypatch.setattr(mnist_tfds, "check_download_host", lambda **_: None)  # the host answers
   with pytest.raises(MnistNotFoundError, match="could not download.*STN_MNIST_DIR"):
     load_mnist("test", tmp_path, source="tfds")
+
+
+def _closed_port():
+  with socket.socket() as s:  # a port nothing listens on: connections are refused at once
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_an_unreachable_host_fails_in_seconds_and_writes_nothing(tmp_path, monkeypatch):
+  # No test may need the network: the host is made unreachable whether or not it is.
+  def no_dns(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+  monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+  for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    monkeypatch.delenv(name, raising=False)
+  start = time.monotonic()
+  with pytest.raises(MnistNotFoundError, match="not prepared under .*storage.googleapis.com "
+                     "cannot be reached.*STN_MNIST_DIR"):
+    load_mnist("train", tmp_path / "tfds", source="tfds")
+  assert time.monotonic() - start < 5
+  assert not (tmp_path / "tfds").exists()  # no .tmp folders, nothing at all
+
+
+def test_the_check_goes_through_the_proxy_the_environment_names(monkeypatch):
+  port = _closed_port()
+  monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+  monkeypatch.delenv("https_proxy", raising=False)
+  monkeypatch.delenv("NO_PROXY", raising=False)
+  monkeypatch.delenv("no_proxy", raising=False)
+  with pytest.raises(MnistNotFoundError, match=f"through the proxy 127.0.0.1:{port}"):
+    mnist_tfds.check_download_host(timeout=2)
+  with socket.socket() as server:  # a host that answers passes
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.getsockname()[1]}")
+    mnist_tfds.check_download_host(timeout=2)
 
 
 def test_not_prepared_without_download_gives_the_prepare_command(tmp_path):

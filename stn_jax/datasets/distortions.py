@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import ops
+from stn_jax.errors import ConfigError
 
 __all__ = ["DISTORTIONS", "addition", "addition_batch", "colocalization",
            "colocalization_set", "distort_batch", "fixed_set",
@@ -319,8 +320,9 @@ def colocalization_set(digits, labels, digit_class: int, *, clutter: bool, seed:
   labels = np.asarray(labels)
   members = np.flatnonzero(labels == digit_class)
   if len(members) < size:
-    raise ValueError(f"Class {digit_class} has {len(members)} digits, fewer than the {size} "
-                     "images asked for.")
+    raise ConfigError(f"Class {digit_class} has {len(members)} digits, fewer than the {size} "
+                      f"images asked for; ask for at most {len(members)} (data.size), or give "
+                      "more digits.")
   rng = np.random.default_rng(seed)
   chosen = rng.choice(members, size, replace=False)
   others = np.flatnonzero(labels != digit_class)

@@ -13,7 +13,7 @@ either gzip-compressed (``.gz``) or not:
 Files are checked, not trusted: a wrong magic number, a header that promises
 more or fewer bytes than the file holds, broken gzip data, image and label
 counts that differ, labels outside 0-9 or images other than 28x28 raise a
-``ValueError`` that names the file.
+:class:`stn_jax.errors.DataError` (a ``ValueError``) that names the file.
 
 This module imports NumPy and the standard library only, so that reading data
 never starts JAX or TensorFlow.
@@ -29,6 +29,8 @@ import struct
 import zlib
 
 import numpy as np
+
+from stn_jax.errors import DataError
 
 __all__ = [
     "ENV_VAR",
@@ -49,13 +51,15 @@ _SIDE = 28
 _NUM_CLASSES = 10
 _OFFICIAL_FILES = tuple(f"{p}{s}" for p in ("train", "t10k")
                         for s in (_IMAGES_SUFFIX, _LABELS_SUFFIX))
+_REPLACE = " Replace it with an intact copy (data/README.md says where to get one)."
 
 
-class MnistNotFoundError(FileNotFoundError):
+class MnistNotFoundError(DataError, FileNotFoundError):
   """The MNIST directory or one of its IDX files does not exist.
 
   The message names the directory searched, the files expected there and
-  how to point the loader at the data.
+  how to point the loader at the data. It is a ``DataError``, which
+  ``python -m stn_jax.main`` reports as one line, and a ``FileNotFoundError``.
 
   >>> issubclass(MnistNotFoundError, FileNotFoundError)
   True
@@ -137,7 +141,7 @@ def _find_files(directory: pathlib.Path, source: str,
           middles.add(p.name[len(prefix):-len(suffix)])
     if len(middles) > 1:
       found = ", ".join(sorted(f"{prefix}{m}{_IMAGES_SUFFIX}[.gz]" for m in middles))
-      raise ValueError(
+      raise DataError(
           f"Found {len(middles)} candidate MNIST {split} image files in {directory}: {found}. "
           "Keep exactly one (with its labels file), or put the others in another directory.")
     if middles:
@@ -164,7 +168,8 @@ def _read_bytes(path: pathlib.Path) -> bytes:
       return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
       # `from None`: the gzip internals say nothing that the message does not.
-      raise ValueError(f"{path} is not a valid gzip file (truncated or corrupt): {e}") from None
+      raise DataError(f"{path} is not a valid gzip file (truncated or corrupt): {e}."
+                      f"{_REPLACE}") from None
   return raw
 
 
@@ -172,23 +177,23 @@ def _parse_idx(path: pathlib.Path, data: bytes, magic: int, ndim: int) -> np.nda
   """The uint8 array of an IDX file's bytes, after checking its header against its length."""
   header_size = 4 * (1 + ndim)
   if len(data) < header_size:
-    raise ValueError(f"{path} is truncated: {len(data)} bytes, fewer than the {header_size}-byte "
-                     "IDX header.")
+    raise DataError(f"{path} is truncated: {len(data)} bytes, fewer than the {header_size}-byte "
+                    f"IDX header.{_REPLACE}")
   found_magic, *shape = struct.unpack(f">{1 + ndim}I", data[:header_size])
   if found_magic != magic:
     hint = (" The bytes look gzip-compressed: give the file a .gz suffix."
-            if data[:2] == b"\x1f\x8b" else "")
-    raise ValueError(f"{path} has magic number {found_magic} (0x{found_magic:08x}), expected "
-                     f"{magic} (0x{magic:08x}); it is not an MNIST "
-                     f"{'images' if ndim == 3 else 'labels'} IDX file.{hint}")
+            if data[:2] == b"\x1f\x8b" else _REPLACE)
+    raise DataError(f"{path} has magic number {found_magic} (0x{found_magic:08x}), expected "
+                    f"{magic} (0x{magic:08x}); it is not an MNIST "
+                    f"{'images' if ndim == 3 else 'labels'} IDX file.{hint}")
   if ndim == 3 and tuple(shape[1:]) != (_SIDE, _SIDE):
-    raise ValueError(f"{path} holds {shape[1]}x{shape[2]} images; MNIST images are "
-                     f"{_SIDE}x{_SIDE}.")
+    raise DataError(f"{path} holds {shape[1]}x{shape[2]} images; MNIST images are "
+                    f"{_SIDE}x{_SIDE}.{_REPLACE}")
   expected = header_size + int(np.prod(shape, dtype=np.int64))
   if len(data) != expected:
     problem = "is truncated" if len(data) < expected else "has trailing bytes"
-    raise ValueError(f"{path} {problem}: its header promises {shape[0]} items, "
-                     f"{expected} bytes in all, but the data holds {len(data)} bytes.")
+    raise DataError(f"{path} {problem}: its header promises {shape[0]} items, "
+                    f"{expected} bytes in all, but the data holds {len(data)} bytes.{_REPLACE}")
   # A copy, so that callers get an ordinary writable array, not a view of `bytes`.
   return np.frombuffer(data, np.uint8, offset=header_size).reshape(shape).copy()
 
@@ -252,12 +257,13 @@ def read_idx_pair(images_path: str | os.PathLike,
   images = _parse_idx(images_path, _read_bytes(images_path), _IMAGES_MAGIC, ndim=3)
   labels = _parse_idx(labels_path, _read_bytes(labels_path), _LABELS_MAGIC, ndim=1)
   if len(images) != len(labels):
-    raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds "
-                     f"{len(labels)} labels; the two files must come from the same split.")
+    raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds "
+                    f"{len(labels)} labels; the two files must come from the same split. "
+                    "Replace them with intact copies (data/README.md says where to get them).")
   bad = np.flatnonzero(labels >= _NUM_CLASSES)
   if bad.size:
-    raise ValueError(f"{labels_path} has {bad.size} labels outside 0-{_NUM_CLASSES - 1}, the "
-                     f"first {labels[bad[0]]} at index {bad[0]}.")
+    raise DataError(f"{labels_path} has {bad.size} labels outside 0-{_NUM_CLASSES - 1}, the "
+                    f"first {labels[bad[0]]} at index {bad[0]}.{_REPLACE}")
   return images, labels
 
 

@@ -17,13 +17,17 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import socket
+import threading
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from stn_jax.datasets import mnist, prepared
 
-__all__ = ["StnMnist", "URL", "load"]
+__all__ = ["StnMnist", "URL", "check_download_host", "load"]
 
 # Where TFDS's own mnist builder downloads from.
 URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
@@ -63,6 +67,7 @@ class StnMnist(tfds.core.GeneratorBasedBuilder):
       logging.info("stn_mnist: reading the IDX files in %s", manual)
       return {split: self._generate_examples(mnist.load_mnist(split, data_dir=manual))
               for split in _FILES}
+    check_download_host()  # seconds, where TFDS alone would retry for minutes
     paths = dl_manager.download({f"{split}_{kind}": URL + name
                                  for split, names in _FILES.items()
                                  for kind, name in zip(("images", "labels"), names)})
@@ -85,6 +90,60 @@ def _manual_dir(dl_manager):
   if manual is None or not os.path.isdir(manual):
     return None
   return pathlib.Path(manual)
+
+
+def _connect(host, port, timeout):
+  """Opens and closes a TCP connection to ``host:port``; raises OSError if it cannot."""
+  outcome = []
+
+  def attempt():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      outcome.append(None)
+    except OSError as e:
+      outcome.append(e)
+
+  # The name lookup inside has no timeout of its own; the thread bounds it.
+  thread = threading.Thread(target=attempt, daemon=True)
+  thread.start()
+  thread.join(2 * timeout)
+  if not outcome:
+    raise TimeoutError(f"no answer within {2 * timeout:.0f} s")
+  if outcome[0] is not None:
+    raise outcome[0]
+
+
+def check_download_host(url: str = URL, *, timeout: float = 5.0, data_dir=None) -> None:
+  """Raises ``MnistNotFoundError`` within seconds unless the download host (or the
+  proxy that the environment names for it) accepts a connection.
+
+  Without this, TFDS retries a host it cannot reach for minutes (urllib3's backoff
+  over ten retries: about 200 s) before it fails, leaving ``.tmp`` folders behind.
+
+  Args:
+    url: where the files are downloaded from.
+    timeout: seconds for the name lookup and for the connection, each.
+    data_dir: where the prepared dataset was looked for, for the message.
+  """
+  parts = urllib.parse.urlsplit(url)
+  host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+  proxy = urllib.request.getproxies().get(parts.scheme)
+  via = ""
+  if proxy and not urllib.request.proxy_bypass(host):
+    proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    via = f" through the proxy {proxy_parts.hostname}:{proxy_parts.port or 80}"
+    host, port = proxy_parts.hostname, proxy_parts.port or 80
+  what = ("" if data_dir is None else
+          f"MNIST is not prepared under {os.path.abspath(os.fspath(data_dir))!r}, and ")
+  try:
+    _connect(host, port, timeout)
+  except OSError as e:
+    raise mnist.MnistNotFoundError(
+        f"{what}TFDS could not download MNIST: {parts.hostname} cannot be reached{via} ({e}). "
+        f"Without internet, point {mnist.ENV_VAR} at a directory of the four MNIST IDX files "
+        "and use the default source 'idx' (drop --config.data.source=tfds), or prepare the "
+        "dataset where there is internet and copy it over (python -m stn_jax.datasets.prepare "
+        "mnist --data_dir=DIR).") from None
 
 
 def _read_gz_pair(images_path, labels_path):
@@ -116,6 +175,8 @@ def load(split: str, *, data_dir=None, download: bool = True):
   except prepared.DatasetNotPreparedError:
     if not download:
       raise
+    # Before TFDS writes anything in data_dir.
+    check_download_host(data_dir=prepared.resolve_data_dir(data_dir))
     try:
       prepared.prepare("mnist", data_dir=data_dir)
     except Exception as e:  # a failed download shows up as many different errors

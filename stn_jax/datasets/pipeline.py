@@ -29,6 +29,7 @@ import grain
 import numpy as np
 
 from stn_jax.datasets.mnist import split_train_validation
+from stn_jax.errors import ConfigError
 
 __all__ = ["Concat", "Subset", "eval_batches", "source_eval_batches",
            "source_train_iterator", "train_iterator"]
@@ -100,8 +101,9 @@ def _shuffled_shard(n, global_batch, seed, process_index, process_count, num_epo
   local = global_batch // count
   shard_size = len(range(index, n, count))
   if shard_size < local:
-    raise ValueError(f"Process {index} holds {shard_size} examples, fewer than its batch of "
-                     f"{local}.")
+    raise ConfigError(f"Process {index} holds {shard_size} training examples, fewer than its "
+                      f"batch of {local}; give more examples (data.num_train, or a smaller "
+                      "data.num_validation) or a smaller batch_size.")
   ds = (grain.MapDataset.range(n)
         .slice(slice(index, None, count))
         .shuffle(seed=seed)

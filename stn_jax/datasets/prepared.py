@@ -22,6 +22,8 @@ import importlib
 import os
 import shlex
 
+from stn_jax.errors import DataError
+
 ENV_VAR = "STN_TFDS_DIR"
 DEFAULT_DIR = os.path.join("data", "tfds")
 
@@ -36,8 +38,12 @@ BUILDERS = {
 }
 
 
-class DatasetNotPreparedError(FileNotFoundError):
-  """A prepared dataset is not where it was looked for; the message says how to make it."""
+class DatasetNotPreparedError(DataError, FileNotFoundError):
+  """A prepared dataset is not where it was looked for; the message says how to make it.
+
+  A ``DataError`` (``python -m stn_jax.main`` prints it as one line) and a
+  ``FileNotFoundError``.
+  """
 
 
 def import_tfds():

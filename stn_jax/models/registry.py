@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stn_jax.errors import ConfigError
+
 __all__ = ["MODELS", "check_input", "count_params", "get_model", "register", "solve_width"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -45,13 +47,14 @@ def get_model(name: str, **options) -> nn.Module:
   'Classifier'
   """
   if name not in MODELS:
-    raise ValueError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.")
+    raise ConfigError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}. "
+                      "Name one of them (--config.model=NAME).")
   builder = MODELS[name]
   accepted = inspect.signature(builder).parameters
   unknown = sorted(set(options) - set(accepted))
   if unknown:
-    raise ValueError(f"Unknown option(s) {unknown} for model {name!r}; it accepts: "
-                     f"{', '.join(accepted)}.")
+    raise ConfigError(f"Unknown option(s) {unknown} for model {name!r}; it accepts: "
+                      f"{', '.join(accepted)}.")
   return builder(**options)
 
 

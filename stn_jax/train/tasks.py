@@ -34,6 +34,7 @@ import optax
 
 from stn_jax import models
 from stn_jax.datasets import distortions, load_mnist, pipeline, split_train_validation
+from stn_jax.errors import ConfigError
 
 __all__ = ["TASKS", "DistortedMnist", "MnistAddition", "make_task"]
 
@@ -51,6 +52,10 @@ def _softmax_errors(logits, labels):
 def _mnist(source, data_dir, num_validation, split_seed):
   """(train, validation, test) digit arrays, read once per process."""
   images, labels = load_mnist("train", data_dir, source=source)
+  if num_validation >= len(images):
+    raise ConfigError(f"data.num_validation ({num_validation}) leaves no training digits: the "
+                      f"MNIST training files hold {len(images)}. Give a smaller "
+                      "--config.data.num_validation.")
   train_idx, val_idx = split_train_validation(len(images), num_validation, seed=split_seed)
   test_images, test_labels = load_mnist("test", data_dir, source=source)
   return ((images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]),
@@ -70,8 +75,9 @@ class DistortedMnist:
     self.config = config
     d = config.data
     if d.distortion not in _SHAPES:
-      raise ValueError(f"Unknown distortion {d.distortion!r}; known: "
-                       f"{[k for k in _SHAPES if k]} or None for plain MNIST.")
+      raise ConfigError(f"Unknown distortion {d.distortion!r}; known: "
+                        f"{[k for k in _SHAPES if k]} or None for plain MNIST. Choose it with "
+                        "the config's variant (e.g. distorted_mnist.py:rts,st_cnn).")
     self.distortion = d.distortion
     self.input_shape = _SHAPES[d.distortion]
     self._cache = {}
@@ -226,5 +232,5 @@ def make_task(config):
     module, name = _LAZY[config.task]
     TASKS[config.task] = getattr(importlib.import_module(module), name)
   if config.task not in TASKS:
-    raise ValueError(f"Unknown task {config.task!r}; known: {sorted({*TASKS, *_LAZY})}.")
+    raise ConfigError(f"Unknown task {config.task!r}; known: {sorted({*TASKS, *_LAZY})}.")
   return TASKS[config.task](config)
