@@ -51,6 +51,10 @@ def ok(proc):
   return proc
 
 
+def no_traceback(text):
+  assert "Traceback" not in text, text[max(text.find("Traceback") - 500, 0):][:4000]
+
+
 def params_at(workdir, step):
   return ckpt.params_from(os.path.join(workdir, "checkpoints", str(step)))
 
@@ -197,7 +201,7 @@ def test_a_damaged_latest_checkpoint_is_set_aside(mnist_dir, straight, killed_at
   proc = ok(run(mnist_dir, workdir))
   warnings = [l for l in proc.stderr.splitlines() if "could not be read" in l]
   assert len(warnings) == 1 and f"step {newest}" in warnings[0]
-  assert "Traceback" not in proc.stderr
+  no_traceback(proc.stderr)
   assert f"Resumed from the checkpoint of step {older}" in proc.stderr
   assert os.listdir(os.path.join(workdir, "damaged")) == [f"checkpoints_{newest}"]
   assert_same_final(workdir, straight)
@@ -216,7 +220,7 @@ def test_no_intact_checkpoint_says_so_then_starts_again(mnist_dir, straight, kil
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: No checkpoint in") and "Run the same command again" in last
-  assert "Traceback" not in proc.stderr
+  no_traceback(proc.stderr)
   assert sorted(os.listdir(os.path.join(workdir, "damaged"))) == sorted(
       f"checkpoints_{s}" for s in steps)
   proc = ok(run(mnist_dir, workdir))
@@ -234,7 +238,7 @@ def test_a_signal_saves_where_it_stops(mnist_dir, straight, tmp_path, sig):
   assert proc.returncode == 128 + signum, proc.stderr[-2000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert f"Stopped by SIG{sig} at step 5" in last and "resume from step 5" in last
-  assert "Traceback" not in proc.stderr
+  no_traceback(proc.stderr)
   assert "5" in os.listdir(os.path.join(workdir, "checkpoints"))
   proc = ok(run(mnist_dir, workdir))
   assert "Resumed from the checkpoint of step 5" in proc.stderr
@@ -268,7 +272,8 @@ def test_ctrl_c_from_outside_exits_within_seconds(mnist_dir, tmp_path):
   assert proc.returncode == 128 + signal.SIGINT, rest[-2000:]
   assert took < 15, took
   last = rest.strip().splitlines()[-1]
-  assert "Stopped by SIGINT at step" in last and "Traceback" not in rest
+  assert "Stopped by SIGINT at step" in last
+  no_traceback(rest)
   step = int(last.split("resume from step ")[1].rstrip("."))
   assert step >= 20 and str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
 
@@ -287,7 +292,8 @@ def test_a_full_disk_gives_one_sentence_and_resumes(mnist_dir, straight, tmp_pat
     assert lines[-1].startswith("error: Could not write"), lines[-1]
     assert "No space left on device" in lines[-1] and workdir in lines[-1]
     assert "the last complete checkpoint is step" in lines[-1]
-    assert "Traceback" not in proc.stderr and len(lines) < 60, len(lines)
+    no_traceback(proc.stderr)
+    assert len(lines) < 60, len(lines)
     subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
     ok(run(mnist_dir, workdir))
     assert_same_final(workdir, straight)

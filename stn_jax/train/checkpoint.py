@@ -79,7 +79,8 @@ def quiet():
   Besides its INFO lines: when one read of a damaged checkpoint fails, Orbax
   leaves its event loop while TensorStore still completes the other reads,
   whose callbacks then print "Event loop is closed" tracebacks from their
-  threads, dozens of them. They say nothing the one-line warning does not.
+  threads, and the abandoned reads print their own error again when they are
+  collected. They say nothing the one-line warning does not.
   """
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   handler = absl_logging.get_absl_handler()
@@ -93,7 +94,11 @@ def quiet():
       excepthook(kind, error, tb)
 
   def quiet_unraisablehook(args):
-    if not _closed_loop(args.exc_value):
+    # Also the reads Orbax abandoned when one failed: their coroutines, collected unawaited,
+    # hold the same error again.
+    code = getattr(args.object, "cr_code", None)
+    abandoned = code is not None and "/orbax/" in code.co_filename
+    if not (_closed_loop(args.exc_value) or abandoned):
       unraisablehook(args)
 
   sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
