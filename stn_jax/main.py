@@ -107,8 +107,9 @@ def _start_distributed(argv):
   # CPU processes need cross-process collectives (older JAX had none by default).
   if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  from stn_jax import peers  # pylint: disable=import-outside-toplevel
   try:
-    jax.distributed.initialize(**kwargs)
+    peers.initialize(**kwargs)  # jax.distributed.initialize, and a watchdog on the others
   except ValueError as e:
     raise app.UsageError(
         f"Could not start JAX's distributed runtime ({e}). Outside a TPU pod, give "
@@ -160,11 +161,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
   import jax  # pylint: disable=import-outside-toplevel
-  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  from stn_jax import peers, train  # pylint: disable=import-outside-toplevel
   logging.info("JAX process %d of %d, %d local device(s).", jax.process_index(),
                jax.process_count(), jax.local_device_count())
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    peers.finished()  # the other processes may still be running: this one is not lost
   except (FileNotFoundError, train.NonFiniteLossError) as e:
     # Missing data or a diverged run: the message says what to do; a traceback would not.
     raise SystemExit(f"error: {e}") from None
