@@ -222,7 +222,7 @@ class _Watchdog:
                 f"process {self._index} stops too; {_resume_clause(self._count)}.")
       silent = now - self._moved_at[peer]
       if silent > self._timeout:
-        return (f"error: lost {who}: no heartbeat for {silent:.0f} s, so process {self._index} "
+        return (f"error: lost {who} (no heartbeat for {silent:.0f} s), so process {self._index} "
                 f"stops too; {_resume_clause(self._count)}.")
     return None
 
@@ -378,8 +378,9 @@ def _serve(bind, num, heartbeat, shutdown, linger, wait_for_port):
   deadline = time.monotonic() + wait_for_port
   while _port_taken(bind):
     if time.monotonic() > deadline:
-      print(f"error: the coordinator address {bind} is in use (by another run?); stop that run "
-            "or give another --coordinator_address port.", flush=True)
+      print(f"error: port {bind.rpartition(':')[2]} of the coordinator address is in use on this "
+            "machine (by another run?); stop that run or give --coordinator_address another "
+            "port.", flush=True)
       return 1
     time.sleep(0.5)
   try:

@@ -124,7 +124,7 @@ def test_a_peer_is_lost_only_after_its_heartbeat_stands_still_for_the_timeout(de
       client.key_value_set("stn_jax/peers/beat/2", "0")
     _read(dog, client, float(second))
     assert not deaths or second >= 7, deaths
-  assert len(deaths) >= 1 and deaths[0].startswith("error: lost process 2 of 3:")
+  assert len(deaths) >= 1 and deaths[0].startswith("error: lost process 2 of 3 (no heartbeat for 7 s)")
   assert "when all 3 processes are started again with the same command" in deaths[0]
 
 
@@ -134,7 +134,7 @@ def test_a_process_that_finished_is_not_lost_and_one_that_stopped_is_reported(de
   client.key_value_set("stn_jax/peers/beat/2", "1")
   _read(dog, client, 1.0)
   _read(dog, client, 100.0)  # process 0 silent for long, but done; process 2 is silent
-  assert deaths == ["error: lost process 2 of 3: no heartbeat for 99 s, so process 1 stops too; "
+  assert deaths == ["error: lost process 2 of 3 (no heartbeat for 99 s), so process 1 stops too; "
                     "the run resumes from its last checkpoint when all 3 processes are started "
                     "again with the same command."]
   deaths.clear()
