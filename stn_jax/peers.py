@@ -184,9 +184,10 @@ class _Watchdog:
         now = time.monotonic()
         silent_since = now if silent_since is None else silent_since
         if now - silent_since > self._timeout and self._state.client is self._client:
-          self._die(f"error: the coordination service of this run ({self._state.coordinator_address}) "
-                    f"has not answered for {self._timeout:g} s, so process {self._index} stops "
-                    f"too; {_resume_clause(self._count)}.")
+          self._die(f"error: the coordination service of this run "
+                    f"({self._state.coordinator_address}) has not answered for "
+                    f"{self._timeout:g} s, so process {self._index} stops too; "
+                    f"{_resume_clause(self._count)}.")
       else:
         silent_since = None
         self._read(entries, time.monotonic())
@@ -216,14 +217,14 @@ class _Watchdog:
       ended = self._ended.get(peer)
       if ended == _DONE or (ended == _STOPPED and self._failing):
         continue  # finished; or stopping with its own error while this one does the same
-      who = f"process {peer} of {self._count}" + (" (the coordinator)" if peer == 0 else "")
+      who = f"process {peer} of {self._count}" + (", the coordinator," if peer == 0 else "")
       if ended == _STOPPED:
         return (f"error: {who} stopped before the end of the run (its output says why), so "
                 f"process {self._index} stops too; {_resume_clause(self._count)}.")
       silent = now - self._moved_at[peer]
       if silent > self._timeout:
-        return (f"error: lost {who} (no heartbeat for {silent:.0f} s), so process {self._index} "
-                f"stops too; {_resume_clause(self._count)}.")
+        return (f"error: lost {who.rstrip(',')} (no heartbeat for {silent:.0f} s), so process "
+                f"{self._index} stops too; {_resume_clause(self._count)}.")
     return None
 
   def _die(self, sentence):

@@ -5,8 +5,8 @@ have trained and checkpointed together, one is SIGKILLed. The other must stop wi
 with one ``error:`` sentence, whether the lost one is the coordinator (process 0) or not. The
 rest checks the watchdog's bookkeeping on a fake key-value store, without processes.
 """
+# pylint: disable=protected-access
 
-import os
 import pathlib
 import signal
 import socket
@@ -72,7 +72,8 @@ def test_the_survivor_stops_soon_with_one_sentence_when_a_process_is_killed(
   print(f"survivor (process {1 - victim}) exited {code} after {took:.1f} s")
   assert code != 0, out[-3000:]
   last = out.strip().splitlines()[-1]
-  assert last.startswith(f"error: lost process {victim} of 2"), out[-3000:]
+  named = f"error: lost process {victim} of 2" + (", the coordinator (" if victim == 0 else " (")
+  assert last.startswith(named), out[-3000:]
   assert "started again with the same command" in last and "checkpoint" in last
   for noise in ("Traceback", "*** Check failure", "Fatal Python error", "@ 0x"):
     assert noise not in out, out[-3000:]
@@ -100,13 +101,13 @@ class _FakeState:
 
 def _watchdog(index=0, count=3, timeout=6.0):
   state = _FakeState()
-  dog = peers._Watchdog(state, index, count, timeout, helper=None)  # pylint: disable=protected-access
-  dog._moved_at = dict.fromkeys(dog._peers, 0.0)  # pylint: disable=protected-access
+  dog = peers._Watchdog(state, index, count, timeout, helper=None)
+  dog._moved_at = dict.fromkeys(dog._peers, 0.0)
   return dog, state.client
 
 
 def _read(dog, client, now):
-  return dog._read(client.key_value_dir_get("stn_jax/peers/"), now)  # pylint: disable=protected-access
+  return dog._read(client.key_value_dir_get("stn_jax/peers/"), now)
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ def test_a_peer_is_lost_only_after_its_heartbeat_stands_still_for_the_timeout(de
       client.key_value_set("stn_jax/peers/beat/2", "0")
     _read(dog, client, float(second))
     assert not deaths or second >= 7, deaths
-  assert len(deaths) >= 1 and deaths[0].startswith("error: lost process 2 of 3 (no heartbeat for 7 s)")
+  assert deaths and deaths[0].startswith("error: lost process 2 of 3 (no heartbeat for 7 s)")
   assert "when all 3 processes are started again with the same command" in deaths[0]
 
 
@@ -144,26 +145,38 @@ def test_a_process_that_finished_is_not_lost_and_one_that_stopped_is_reported(de
       "error: process 2 of 3 stopped before the end of the run (its output says why)")
 
 
+def test_the_coordinator_is_named_as_such(deaths):
+  dog, client = _watchdog(index=2)
+  client.key_value_set("stn_jax/peers/beat/1", "1")
+  _read(dog, client, 7.0)
+  assert deaths and deaths[0].startswith(
+      "error: lost process 0 of 3, the coordinator (no heartbeat for 7 s), so process 2 stops")
+  deaths.clear()
+  client.key_value_set("stn_jax/peers/end/0", "stopped")
+  _read(dog, client, 8.0)
+  assert deaths and deaths[0].startswith("error: process 0 of 3, the coordinator, stopped before")
+
+
 def test_processes_failing_together_do_not_blame_each_other(deaths):
   dog, client = _watchdog(index=0, count=2)
   client.key_value_set("stn_jax/peers/beat/1", "1")
   _read(dog, client, 1.0)
-  dog._failing = True  # pylint: disable=protected-access  # as failing() sets it
+  dog._failing = True  # as failing() sets it
   client.key_value_set("stn_jax/peers/end/1", "stopped")
   _read(dog, client, 2.0)
   _read(dog, client, 50.0)
   assert not deaths
-  assert dog._nobody_left()  # pylint: disable=protected-access
+  assert dog._nobody_left()
 
 
 def test_the_timeout_setting_is_checked(monkeypatch):
   monkeypatch.setenv("STN_PEER_TIMEOUT", "soon")
   with pytest.raises(SystemExit, match="STN_PEER_TIMEOUT must be a number of seconds"):
-    peers._timeout_setting()  # pylint: disable=protected-access
+    peers._timeout_setting()
   monkeypatch.setenv("STN_PEER_TIMEOUT", "2.5")
-  assert peers._timeout_setting() == 2.5  # pylint: disable=protected-access
+  assert peers._timeout_setting() == 2.5
   monkeypatch.delenv("STN_PEER_TIMEOUT")
-  assert peers._timeout_setting() == peers.DEFAULT_TIMEOUT  # pylint: disable=protected-access
+  assert peers._timeout_setting() == peers.DEFAULT_TIMEOUT
 
 
 def test_a_port_in_use_is_seen():
@@ -171,5 +184,5 @@ def test_a_port_in_use_is_seen():
     s.bind(("127.0.0.1", 0))
     s.listen()
     port = s.getsockname()[1]
-    assert peers._port_taken(f"127.0.0.1:{port}")  # pylint: disable=protected-access
-  assert not peers._port_taken(f"127.0.0.1:{port}")  # pylint: disable=protected-access
+    assert peers._port_taken(f"127.0.0.1:{port}")
+  assert not peers._port_taken(f"127.0.0.1:{port}")
