@@ -97,13 +97,16 @@ def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
   import jax  # pylint: disable=import-outside-toplevel
   timeout = _timeout_setting()
   several = num_processes is None or num_processes > 1
+  if timeout:  # JAX's own verdict (an abort with a C++ stack dump) must come later than ours
+    least = int(2 * timeout) + 10
+    kwargs["heartbeat_timeout_seconds"] = max(kwargs.get("heartbeat_timeout_seconds", 100), least)
   helper = None
   if timeout and several and process_id == 0 and coordinator_address:
     port = coordinator_address.rpartition(":")[2]
     bind = (kwargs.get("coordinator_bind_address")
             or os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") or f"[::]:{port}")
     helper = _Helper.start(bind, num_processes, timeout,
-                           heartbeat=kwargs.get("heartbeat_timeout_seconds", 100),
+                           heartbeat=kwargs["heartbeat_timeout_seconds"],
                            shutdown=kwargs.get("shutdown_timeout_seconds", 300))
     kwargs["coordinator_bind_address"] = "127.0.0.1:0"
   try:
