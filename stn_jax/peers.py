@@ -20,8 +20,9 @@ things instead:
   main thread, which may be blocked in a collective, a checkpoint barrier or an XLA compile for
   minutes (all of them release the GIL), so a slow step never looks like a lost process. A
   peer whose heartbeat has not moved for ``timeout`` seconds and that has not said it finished
-  is lost: the watchdog writes one sentence, ``error: process 1 of 2 ...``, to stderr and ends
-  this process at once with status 1, whatever its main thread is doing.
+  is lost: the watchdog writes one sentence, ``error: lost process 1 of 2 (no heartbeat for 6
+  s), ...``, to stderr and ends this process at once with status 1, whatever its main thread is
+  doing.
 * **Every process says how it ended.** :func:`finished` (``main.py`` calls it after the run)
   writes "done", so a process that finishes before the others is never mistaken for a lost
   one. A process that ends any other way (an error, a signal) first checks whether a lost peer
@@ -31,12 +32,15 @@ things instead:
   end of the run ...``, unless they are failing themselves at the same time (the same error on
   every process), when each reports its own error only.
 
-The survivors exit about ``timeout`` seconds after the loss (6 to 7.5 s by default). The run
-then resumes from its last checkpoint when all processes are started again with the same
-command.
+The survivors exit ``timeout`` seconds after the last heartbeat they saw, so within a heartbeat
+of ``timeout`` after the loss (5.3 to 6.9 s measured by default). The run then resumes from its
+last checkpoint when all processes are started again with the same command (process 0's new
+helper waits for the old one to let go of the port).
 
-Settings: ``STN_PEER_TIMEOUT`` (seconds, default 6) is how long a peer may stay silent; ``0``
-turns this module off, leaving JAX's own behaviour. On a TPU pod, where JAX finds the process
+Settings: ``STN_PEER_TIMEOUT`` (seconds, default 6) is how long a peer may stay silent (a
+process paused that long, by Ctrl-Z or a debugger, counts as lost too); ``0`` turns this module
+off, leaving JAX's own behaviour. JAX's heartbeat timeout is raised to ``2 * timeout + 10`` s
+where it is shorter. On a TPU pod, where JAX finds the process
 ids itself, the service stays inside process 0 (JAX's default) and only the watchdog runs: the
 loss of any process but 0 is reported as above, the loss of process 0 as JAX reports it.
 """
