@@ -314,10 +314,14 @@ class _Helper:
   def start(cls, bind, num_processes, timeout, *, heartbeat, shutdown):
     linger = 2 * timeout + 5
     wait_for_port = linger + 5  # a previous run's helper may still be lingering on the port
+    # The helper imports this module from where this process found it.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "stn_jax.peers", "serve", bind, str(num_processes),
          str(heartbeat), str(shutdown), str(linger), str(wait_for_port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         start_new_session=True)  # neither Ctrl-C nor launch.sh's group kill reach it
     line = _read_line(proc.stdout, wait_for_port + 60)
     proc.stdout.close()
