@@ -117,8 +117,9 @@ def _start_distributed(argv):
   # CPU processes need cross-process collectives (older JAX had none by default).
   if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  from stn_jax import peers  # pylint: disable=import-outside-toplevel
   try:
-    jax.distributed.initialize(**kwargs)
+    peers.initialize(**kwargs)  # jax.distributed.initialize, and a watchdog on the others
   except ValueError as e:
     raise app.UsageError(
         f"Could not start JAX's distributed runtime ({e}). Outside a TPU pod, give "
@@ -243,7 +244,7 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
   import jax  # pylint: disable=import-outside-toplevel
-  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  from stn_jax import peers, train  # pylint: disable=import-outside-toplevel
   from stn_jax.train import validate  # pylint: disable=import-outside-toplevel
   logging.info("JAX process %d of %d, %d local device(s).", jax.process_index(),
                jax.process_count(), jax.local_device_count())
@@ -251,6 +252,7 @@ def main(argv):
     # Here, where the workdir is known: nothing is read or written before it passes.
     validate.check_config(_CONFIG.value, _WORKDIR.value, jax.device_count())
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    peers.finished()  # the other processes may still be running: this one is not lost
 
 
 if __name__ == "__main__":
