@@ -143,11 +143,12 @@ fi
 
 pids=()
 stop() {
-  # Each process leads its own process group (set -m): stop the groups. SIGTERM first; JAX may
-  # hold it as a preemption notice, so SIGKILL whatever is left after five seconds.
+  # Each process leads its own process group (set -m): stop the groups. SIGTERM first: each
+  # saves a checkpoint and exits, and one whose peer is gone is stopped by its watchdog with a
+  # sentence about 6 s later (stn_jax/peers.py); SIGKILL whatever is left after fifteen seconds.
   local pid alive
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
+  for _ in $(seq 30); do
     alive=0
     for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
     (( alive )) || return 0
