@@ -5,12 +5,14 @@
 Trains one config uninterrupted, then the same config in another workdir, killing
 the process (SIGKILL, at a uniformly random moment of its life: while JAX starts,
 while it compiles, restores, trains, evaluates or saves) and starting it again with
-the same command, until ``--kills`` processes have been killed; the last start runs
-to the end. It prints how many kills the run survived, how many restarts failed
-(exited with an error instead of resuming), whether the final parameters and
-results equal the uninterrupted run's bit for bit, and whether ``metrics.jsonl``
-and the TensorBoard files hold each point exactly once, none missing. The table
-it prints goes in docs/reliability.md.
+the same command. A start that reaches the end before its kill completes that
+workdir, which is compared with the uninterrupted run, and the next kills go to a
+new workdir; once ``--kills`` processes have been killed, the last workdir runs to
+the end. It prints how many kills the runs survived, how many restarts failed
+(exited with an error instead of resuming), whether every killed run's final
+parameters and results equal the uninterrupted run's bit for bit, and whether its
+``metrics.jsonl`` and TensorBoard files hold each point exactly once, none
+missing. The table it prints goes in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -101,10 +103,9 @@ def main(argv=None):
   if args.kills < 1:
     parser.error("--kills must be at least 1.")
   root = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="kill_resume_"))
-  straight, workdir = root / "straight", root / "killed"
-  for w in (straight, workdir):
-    if w.exists():
-      parser.error(f"{w} exists already: give a new --workdir.")
+  straight = root / "straight"
+  if straight.exists():
+    parser.error(f"{root} holds runs already: give a new --workdir.")
 
   t0 = time.monotonic()
   proc = subprocess.run(_command(args, straight), cwd=REPO, env=_env(), capture_output=True,
@@ -115,8 +116,13 @@ def main(argv=None):
   print(f"uninterrupted run: {life:.1f} s")
 
   rng = random.Random(args.seed)
-  kills, failed, finished_early, starts = 0, [], 0, 0
+  kills, failed, starts, compared = 0, [], 0, []
   t0 = time.monotonic()
+
+  def finish(workdir):
+    compared.append((kills_here[0], _compare(straight, workdir)))
+
+  workdir, kills_here = root / "killed_1", [0]
   while kills < args.kills:
     starts += 1
     p = subprocess.Popen(_command(args, workdir), cwd=REPO, env=_env(),
@@ -126,47 +132,51 @@ def main(argv=None):
     except subprocess.TimeoutExpired:
       p.send_signal(signal.SIGKILL)
       p.wait()
-      kills += 1
       p.stderr.close()
+      kills += 1
+      kills_here[0] += 1
       continue
     err = p.stderr.read()
     p.stderr.close()
-    if p.returncode == 0:
-      # The run reached its end before its kill: start it again from scratch, so that every
-      # kill falls inside a run (the straight run is compared with the last one).
-      finished_early += 1
-      import shutil  # pylint: disable=import-outside-toplevel
-      shutil.move(str(workdir), str(root / f"finished_{finished_early}"))
-    else:
+    if p.returncode:
       failed.append(err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}")
+      continue
+    finish(workdir)  # it reached its end before its kill: compare it, go on in a new one
+    workdir, kills_here = root / f"killed_{len(compared) + 1}", [0]
+  starts += 1
   proc = subprocess.run(_command(args, workdir), cwd=REPO, env=_env(), capture_output=True,
                         text=True)
-  starts += 1
-  total = time.monotonic() - t0
   if proc.returncode:
     failed.append(proc.stderr.strip().splitlines()[-1])
-  print(f"killed run: {starts} starts, {kills} kills, {total:.1f} s in all\n")
-  same = _compare(straight, workdir) if proc.returncode == 0 else None
+  else:
+    finish(workdir)
+  total = time.monotonic() - t0
+  print(f"killed runs: {starts} starts, {kills} kills, {total:.1f} s in all\n")
+
+  def all_of(key):
+    return sum(c[key] for _, c in compared)
 
   rows = [("kills (SIGKILL at a random moment)", kills),
           ("starts", starts),
-          ("runs that finished before their kill (restarted from scratch)", finished_early),
-          ("failed resumes", len(failed))]
-  if same:
+          ("failed resumes", len(failed)),
+          ("runs completed and compared (kills each)",
+           f"{len(compared)} ({', '.join(str(k) for k, _ in compared)})")]
+  if compared:
     rows += [
         ("final parameters equal, bit for bit",
-         f"{same['equal_leaves']} of {same['leaves']} leaves"
-         + ("" if same["same_tree"] else " (trees differ)")),
-        ("results.json numbers equal", "yes" if not same["results_differ"] else
-         f"no: {', '.join(same['results_differ'])}"),
-        ("metrics.jsonl rows / points of the uninterrupted run",
-         f"{same['metrics_rows']} / {same['metrics_points']}"),
+         f"{all_of('equal_leaves')} of {all_of('leaves')} leaves"
+         + ("" if all(c["same_tree"] for _, c in compared) else " (trees differ)")),
+        ("results.json numbers equal",
+         "yes" if not any(c["results_differ"] for _, c in compared) else
+         "no: " + ", ".join(sorted({k for _, c in compared for k in c["results_differ"]}))),
+        ("metrics.jsonl rows / points of the uninterrupted runs",
+         f"{all_of('metrics_rows')} / {all_of('metrics_points')}"),
         ("metrics.jsonl points repeated, missing",
-         f"{same['metrics_repeated']}, {same['metrics_missing']}"),
-        ("TensorBoard scalars / points of the uninterrupted run",
-         f"{same['tensorboard_scalars']} / {same['tensorboard_points']}"),
+         f"{all_of('metrics_repeated')}, {all_of('metrics_missing')}"),
+        ("TensorBoard scalars / points of the uninterrupted runs",
+         f"{all_of('tensorboard_scalars')} / {all_of('tensorboard_points')}"),
         ("TensorBoard points repeated, missing",
-         f"{same['tensorboard_repeated']}, {same['tensorboard_missing']}")]
+         f"{all_of('tensorboard_repeated')}, {all_of('tensorboard_missing')}")]
   print(f"`python benchmarks/kill_resume.py --kills {args.kills} --steps {args.steps} "
         f"--seed {args.seed}` ({args.config})\n")
   print("| | |\n|---|---|")
@@ -174,10 +184,11 @@ def main(argv=None):
     print(f"| {k} | {v} |")
   for line in failed:
     print(f"\nfailed: {line}")
-  ok = (same is not None and not failed and same["equal_leaves"] == same["leaves"]
-        and same["same_tree"] and not same["results_differ"]
-        and not any(same[k] for k in ("metrics_repeated", "metrics_missing",
-                                      "tensorboard_repeated", "tensorboard_missing")))
+  ok = bool(compared) and not failed and all(
+      c["equal_leaves"] == c["leaves"] and c["same_tree"] and not c["results_differ"]
+      and not any(c[k] for k in ("metrics_repeated", "metrics_missing",
+                                 "tensorboard_repeated", "tensorboard_missing"))
+      for _, c in compared)
   print(f"\nworkdirs: {root}")
   return 0 if ok else 1
 

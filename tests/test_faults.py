@@ -135,11 +135,13 @@ def test_a_best_checkpoint_ahead_of_the_latest_is_recomputed(mnist_dir, straight
   # What an older version left when killed between best/N and checkpoints/N: every restart
   # then failed with Orbax's StepAlreadyExistsError.
   workdir = str(tmp_path / "run")
-  proc = run(mnist_dir, workdir, fault="saved@3")
+  # Checkpoints at 2 and 3 (the first evaluation, also the best).
+  proc = run(mnist_dir, workdir, "--config.checkpoint_every=2", fault="saved@3")
   assert proc.returncode == -signal.SIGKILL
   assert os.listdir(os.path.join(workdir, "best")) == ["3"]
   shutil.rmtree(os.path.join(workdir, "checkpoints", "3"))
   proc = ok(run(mnist_dir, workdir))
+  assert "Resumed from the checkpoint of step 2" in proc.stderr
   assert "Removing best/3" in proc.stderr
   assert_same_final(workdir, straight)
   assert_records_once(workdir, straight)
@@ -225,6 +227,8 @@ def test_no_intact_checkpoint_says_so_then_starts_again(mnist_dir, straight, kil
       f"checkpoints_{s}" for s in steps)
   proc = ok(run(mnist_dir, workdir))
   assert "Starting from step 0" in proc.stderr and "previous/1" in proc.stderr
+  # The best checkpoint of the lost run is kept aside, not deleted.
+  assert [n for n in os.listdir(os.path.join(workdir, "previous")) if n.startswith("best_")]
   assert_same_final(workdir, straight)
   assert_records_once(workdir, straight)
 

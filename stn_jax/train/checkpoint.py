@@ -261,31 +261,42 @@ class Checkpoints:
     self._drop_best_after(-1)
     return None
 
-  def _set_aside(self, name, step, error) -> int:
-    """Moves ``name``'s ``step`` to ``workdir/damaged/`` and says so; returns ``step``."""
-    src = os.path.join(self.dirs[name], str(step))
-    dst_dir = os.path.join(self.workdir, "damaged")
-    dst = os.path.join(dst_dir, f"{os.path.basename(self.dirs[name])}_{step}")
+  def _move(self, name, step, folder) -> str:
+    """Moves ``name``'s checkpoint ``step`` into ``workdir/folder/``; returns where to."""
+    dst_dir = os.path.join(self.workdir, folder)
+    dst = base = os.path.join(dst_dir, f"{os.path.basename(self.dirs[name])}_{step}")
     k = 1
     while os.path.exists(dst):
       k += 1
-      dst = os.path.join(dst_dir, f"{os.path.basename(self.dirs[name])}_{step}.{k}")
+      dst = f"{base}.{k}"
     if jax.process_index() == 0:
       os.makedirs(dst_dir, exist_ok=True)
-      shutil.move(src, dst)
+      shutil.move(os.path.join(self.dirs[name], str(step)), dst)
+    getattr(self, name).reload()
+    return dst
+
+  def _set_aside(self, name, step, error) -> int:
+    """Moves ``name``'s ``step`` to ``workdir/damaged/`` and says so; returns ``step``."""
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
         error).__name__
     logging.warning("The checkpoint of step %d could not be read (%s); moved it to %s.",
-                    step, reason, dst)
-    getattr(self, name).reload()
+                    step, reason, self._move(name, step, "damaged"))
     return step
 
   def _drop_best_after(self, step):
+    """Best checkpoints later than the resumed ``step`` (-1: none) are the future of this
+    run, which computes them again: removed. Without any checkpoint to resume, nothing
+    vouches that they belong to this run: moved to ``workdir/previous/``."""
     for s in self.best.all_steps():
-      if s > step:
+      if s <= step:
+        continue
+      if step >= 0:
         logging.info("Removing best/%d: the resumed run computes step %d again.", s, s)
         if jax.process_index() == 0:
           shutil.rmtree(os.path.join(self.dirs["best"], str(s)))
+      else:
+        logging.warning("Starting from step 0 with no checkpoint to resume, but best/%d was "
+                        "there; moved it to %s.", s, self._move("best", s, "previous"))
     self.best.reload()
 
   # -- saving ------------------------------------------------------------------------------
