@@ -68,11 +68,8 @@ __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_c
            "same_scale_crops", "sample_pairs", "theta_from_box", "train_colocalisation",
            "triplet_hinge"]
 
-# The trainer's helpers, shared so that both loops behave alike.
-# pylint: disable=protected-access
-_check_finite, _quiet_orbax, _warm_start = (trainer._check_finite, trainer._quiet_orbax,
-                                            trainer._warm_start)
-# pylint: enable=protected-access
+# The trainer's helper, shared so that both loops warm-start alike.
+_warm_start = trainer._warm_start  # pylint: disable=protected-access
 
 IOU_THRESHOLD = 0.5  # "correctly localised if the overlap ... is greater than 0.5"
 DISTORTIONS = ("T", "TC")
@@ -437,7 +434,7 @@ def train_colocalisation(config, workdir: str) -> dict:
     stn_jax.train.NonFiniteLossError: the loss became NaN or Inf (the message names the
       step); the checkpoints before it are kept.
   """
-  _quiet_orbax()
+  ckpt.quiet()
   t_start = time.time()
   _check_config(config)
   images, boxes = _dataset(config)
@@ -512,14 +509,10 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:
-          logged = jax.device_get(pending)
+          trainer.log_train(step, pending, checkpoints, writer, progress,
+                            ("loss", "active_pairs", "scale", "learning_rate",
+                             "steps_per_second"))
           pending = []
-          _check_finite(step, logged, checkpoints)
-          means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
-          means.update(progress.rates(step))
-          writer.scalars(step, "train", means)
-          progress.line(step, {k: means[k] for k in ("loss", "active_pairs", "scale",
-                                                       "learning_rate", "steps_per_second")})
         if step % config.eval_every == 0 or last:
           final = evaluate(step)
         signum, timed = guard.poll(sync=logged_now)

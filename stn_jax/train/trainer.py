@@ -30,8 +30,8 @@ from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, optim, pictures, stopping, tasks
 
-__all__ = ["NonFiniteLossError", "Saver", "TrainState", "restore", "stopped", "train_and_evaluate",
-           "write_config"]
+__all__ = ["NonFiniteLossError", "Saver", "TrainState", "log_train", "restore", "stopped",
+           "train_and_evaluate", "write_config"]
 
 
 @flax.struct.dataclass
@@ -205,9 +205,6 @@ class _Pictures:
     self.writer.image(step, "transformers", pictures.st_picture(self.inputs, grids))
 
 
-_quiet_orbax = ckpt.quiet  # the co-localisation loop calls it by this name
-
-
 def _check_finite(step, logged, checkpoints):
   """Raises NonFiniteLossError if a loss in ``logged`` (the metrics of the steps up to
   ``step``) is not finite, naming the first such step."""
@@ -218,6 +215,18 @@ def _check_finite(step, logged, checkpoints):
   raise NonFiniteLossError(
       f"The training loss became {float(logged[i]['loss'])} at step {first_step + i}. The run "
       f"stopped and {_kept(checkpoints)}. Lower the learning rate or check the data.")
+
+
+def log_train(step, pending, checkpoints, writer, progress, shown):
+  """Logs the means of the device metrics ``pending`` (the steps since the last log, up to
+  ``step``) as the ``train`` split, after checking their losses are finite; the console
+  line shows the names in ``shown``."""
+  logged = jax.device_get(pending)
+  _check_finite(step, logged, checkpoints)
+  means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
+  means.update(progress.rates(step))
+  writer.scalars(step, "train", means)
+  progress.line(step, {k: means[k] for k in shown})
 
 
 def _kept(checkpoints):
@@ -307,16 +316,14 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   if config.task == "colocalisation":  # no classifier: its own loop (triplet loss)
     from stn_jax.train import colocalisation  # pylint: disable=import-outside-toplevel
     return colocalisation.train_colocalisation(config, workdir)
-  _quiet_orbax()
+  ckpt.quiet()
   devices = jax.devices() if devices is None else list(devices)
   _check_config(config, len(devices))
   t_start = time.time()
   task = tasks.make_task(config)
   model = task.model()
-  is_main = jax.process_index() == 0
   mesh = _mesh(devices)
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
   logging.info("%d process(es), %d device(s) in the mesh: %s", jax.process_count(),
                len(devices), devices)
 
@@ -380,14 +387,9 @@ def _train(config, workdir, task, model, data, state, resumed, tx, schedule, dev
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:
-          logged = jax.device_get(pending)
+          log_train(step, pending, checkpoints, writer, progress,
+                    ("loss", "error", "learning_rate", "images_per_second"))
           pending = []
-          _check_finite(step, logged, checkpoints)
-          means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
-          means.update(progress.rates(step))
-          writer.scalars(step, "train", means)
-          progress.line(step, {k: means[k] for k in ("loss", "error", "learning_rate",
-                                                       "images_per_second")})
         improved = False
         if step % config.eval_every == 0 or last:
           val = _evaluate(eval_step, state, task, "validation", config, batch_sharding)
@@ -405,16 +407,19 @@ def _train(config, workdir, task, model, data, state, resumed, tx, schedule, dev
           save(step, state, pending, history, best=improved)
         if signum:
           raise stopped(guard, signum, step, checkpoints)
-    results = {"config": config.to_dict(), **task.describe(), "model": config.model,
-               "num_params": num_params, "steps": step, "devices": len(devices),
-               "processes": jax.process_count(), "platform": jax.devices()[0].platform,
-               **history}
-    for name in task.eval_sets():
-      r = _evaluate(eval_step, state, task, name, config, batch_sharding)
-      writer.scalars(step, f"final_{name}", r)
-      results[f"{name}_error"] = r["error"]
-      results[f"{name}_loss"] = r["loss"]
-      results[f"{name}_examples"] = r["examples"]
+      results = {"config": config.to_dict(), **task.describe(), "model": config.model,
+                 "num_params": num_params, "steps": step, "devices": len(devices),
+                 "processes": jax.process_count(), "platform": jax.devices()[0].platform,
+                 **history}
+      for name in task.eval_sets():
+        r = _evaluate(eval_step, state, task, name, config, batch_sharding)
+        writer.scalars(step, f"final_{name}", r)
+        results[f"{name}_error"] = r["error"]
+        results[f"{name}_loss"] = r["loss"]
+        results[f"{name}_examples"] = r["examples"]
+        signum, _ = guard.poll(sync=True)
+        if signum:  # the last checkpoint is saved: a restart evaluates again
+          raise stopped(guard, signum, step, checkpoints)
     results["wall_seconds_this_session"] = time.time() - t_start
     checkpoints.wait()
     if is_main:
