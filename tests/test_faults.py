@@ -191,7 +191,9 @@ DAMAGE = {"truncated": _truncate, "garbled": _garble, "no_state_metadata": _no_s
           "garbage_meta": _garbage_meta}
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGE))
+# One kind of damage in the default suite, the others with -m slow: the code path is one.
+@pytest.mark.parametrize("damage", [
+    d if d == "truncated" else pytest.param(d, marks=pytest.mark.slow) for d in sorted(DAMAGE)])
 def test_a_damaged_latest_checkpoint_is_set_aside(mnist_dir, straight, killed_at_8, tmp_path,
                                                   damage):
   workdir = str(tmp_path / "run")
@@ -233,7 +235,7 @@ def test_no_intact_checkpoint_says_so_then_starts_again(mnist_dir, straight, kil
   assert_records_once(workdir, straight)
 
 
-@pytest.mark.parametrize("sig", ["INT", "TERM"])
+@pytest.mark.parametrize("sig", ["INT", pytest.param("TERM", marks=pytest.mark.slow)])
 def test_a_signal_saves_where_it_stops(mnist_dir, straight, tmp_path, sig):
   workdir = str(tmp_path / "run")
   # Step 5 is no checkpoint step: the signal makes it one.
@@ -306,6 +308,7 @@ def test_a_full_disk_gives_one_sentence_and_resumes(mnist_dir, straight, tmp_pat
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_colocalisation_killed_in_its_encoder_and_in_its_loop(mnist_dir, tmp_path):
   def coloc(workdir, fault=None):
     env = dict(os.environ, PYTHONPATH=str(REPO))

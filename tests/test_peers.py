@@ -31,7 +31,8 @@ def _first_checkpoint(workdir: pathlib.Path):
   return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("victim", [1, 0], ids=["kill_process_1", "kill_coordinator"])
+@pytest.mark.parametrize("victim", [1, pytest.param(0, marks=pytest.mark.slow)],
+                         ids=["kill_process_1", "kill_coordinator"])
 def test_the_survivor_stops_soon_with_one_sentence_when_a_process_is_killed(
     victim, mnist_dir, tmp_path):
   env = {**_env(1), "STN_MNIST_DIR": str(mnist_dir)}
