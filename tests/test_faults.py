@@ -347,6 +347,37 @@ def test_colocalisation_killed_in_its_encoder_and_in_its_loop(mnist_dir, tmp_pat
   assert set(jsonl) == set(want_jsonl) and set(tb) == set(want_tb)
 
 
+def test_a_diverged_process_saves_nothing_and_says_so(mnist_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  # NaN parameters after step 2; the evaluation of step 3 improves on "none yet" and asks for
+  # a checkpoint before the losses are logged (step 4).
+  proc = run(mnist_dir, workdir, "--config.log_every=4", fault="nan@2")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: The training loss became nan at step 3") and (
+      "no checkpoint had been saved yet" in last)
+  no_traceback(proc.stderr)
+  for folder in ("checkpoints", "best"):
+    assert not [s for s in os.listdir(os.path.join(workdir, folder)) if s.isdigit()]
+
+
+def test_another_experiment_is_refused_from_the_command_line(mnist_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  ok(run(mnist_dir, workdir, "--config.num_steps=3"))
+  before = sorted(os.listdir(workdir))
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.run(
+      [sys.executable, "-m", "stn_jax.main",
+       "--config=experiments/distorted_mnist.py:e,st_fcn,smoke", f"--workdir={workdir}", f"--config.data.mnist_dir={mnist_dir}", "--config.batch_size=8"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: The workdir") and "batch_size: 16 there, 8 here" in last and (
+      "data.distortion: 'RTS' there, 'E' here" in last)
+  no_traceback(proc.stderr)
+  assert sorted(os.listdir(workdir)) == before
+
+
 # -- in-process checks --------------------------------------------------------------------
 
 def smoke_config(mnist_dir, variant="rts,st_fcn,smoke", **overrides):

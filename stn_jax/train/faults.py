@@ -1,7 +1,8 @@
 """Test-only fault injection: the process signals itself at a chosen point of a run.
 
 ``STN_FAULT=POINT@STEP`` or ``POINT@STEP:SIGNAL`` (``KILL``, the default, ``INT`` or
-``TERM``), read when the point is reached. The points:
+``TERM``), read when the point is reached. ``STN_FAULT=nan@STEP`` instead makes the
+parameters NaN after training step STEP (:func:`poison`), as a diverged run. The points:
 
 - ``step``: right after training step STEP of the trainer (``colocalisation-step``: of
   the co-localisation loop, whose encoder trains first in the trainer);
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["point"]
+__all__ = ["point", "poison"]
 
 
 def point(name: str, step: int, before=None):
@@ -39,3 +40,12 @@ def point(name: str, step: int, before=None):
   if before is not None:
     before()
   os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
+
+
+def poison(step: int, params):
+  """``params``, or all NaN if ``STN_FAULT`` is ``nan@STEP`` for this ``step``."""
+  spec = os.environ.get("STN_FAULT")
+  if not spec or spec != f"nan@{int(step)}":
+    return params
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.tree_util.tree_map(lambda p: p * float("nan"), params)

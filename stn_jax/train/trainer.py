@@ -384,6 +384,7 @@ def _train(config, workdir, task, model, data, state, resumed, tx, schedule, dev
         pending.append(m)
         step += 1
         faults.point("step", step)
+        state = state.replace(params=faults.poison(step, state.params))
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:
