@@ -368,7 +368,8 @@ def test_another_experiment_is_refused_from_the_command_line(mnist_dir, tmp_path
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.run(
       [sys.executable, "-m", "stn_jax.main",
-       "--config=experiments/distorted_mnist.py:e,st_fcn,smoke", f"--workdir={workdir}", f"--config.data.mnist_dir={mnist_dir}", "--config.batch_size=8"],
+       "--config=experiments/distorted_mnist.py:e,st_fcn,smoke", f"--workdir={workdir}",
+       f"--config.data.mnist_dir={mnist_dir}", "--config.batch_size=8"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]
