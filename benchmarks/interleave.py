@@ -52,7 +52,8 @@ def torch_repeat(fn):
   return call
 
 
-def ratio_stats(t_jax, t_torch):
-  """Median and min/max over rounds of the speed ratio stn_jax/PyTorch (time over time)."""
-  ratios = [b / a for a, b in zip(t_jax, t_torch)]
+def ratio_stats(times, reference_times):
+  """(median, min, max) over the rounds of the speed of ``times``'s implementation relative
+  to the reference's: ``reference / time`` per round (> 1: faster than the reference)."""
+  ratios = [r / t for t, r in zip(times, reference_times)]
   return statistics.median(ratios), min(ratios), max(ratios)

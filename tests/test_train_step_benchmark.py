@@ -39,7 +39,7 @@ def test_twin_matches_the_trainers_step(variant):
                                              np.zeros((1, *model.input_shape), np.float32)))
   assert case["num_params"] == sum(int(np.prod(p.shape))
                                    for p in jax.tree_util.tree_leaves(shapes["params"]))
-  assert case["notes"]["trainer"]["param_rel_diff"] < 1e-4
+  assert case["notes"]["trainer"]["param_rel_diff"] < 1e-3
   case["calls"]["torch"](1)  # the timed calls run
   case["calls"]["jax:trainer"](1)
 
