@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from stn_jax.errors import RunStopped, StnError
 from stn_jax.train import checkpoint as ckpt
+from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, optim, pictures, stopping, tasks
 
@@ -138,10 +139,12 @@ def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, repli
     return {"loss_sum": jnp.sum(loss * mask), "errors": jnp.sum(errors * mask),
             "count": jnp.sum(mask)}
 
+  options = compile_lib.compiler_options(next(iter(replicated.device_set)).platform)
   train = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
-                  out_shardings=(state_sharding, replicated), donate_argnums=0)
+                  out_shardings=(state_sharding, replicated), donate_argnums=0,
+                  compiler_options=options)
   evaluate = jax.jit(eval_step, in_shardings=(state_sharding, batch_sharding),
-                     out_shardings=replicated)
+                     out_shardings=replicated, compiler_options=options)
   return train, evaluate
 
 
