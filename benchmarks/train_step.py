@@ -580,8 +580,15 @@ def main(argv=None):
                       help="MNIST IDX files (default: $STN_MNIST_DIR, then data/mnist)")
   parser.add_argument("--write", metavar="FILE", help="put the tables into FILE's marked blocks")
   args = parser.parse_args(argv)
-  args.command = "python benchmarks/train_step.py " + " ".join(
-      a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--write"))
+  shown_args = list(argv if argv is not None else sys.argv[1:])
+  for i, a in enumerate(shown_args):  # --write says where, not what: leave it out
+    if a == "--write":
+      del shown_args[i:i + 2]
+      break
+    if a.startswith("--write="):
+      del shown_args[i]
+      break
+  args.command = " ".join(["python benchmarks/train_step.py", *shown_args])
   variants = [v for v in args.variants.split(",") if v]
   if not variants or set(variants) - set(VARIANTS):
     raise SystemExit(f"--variants: choose from {VARIANTS}.")
