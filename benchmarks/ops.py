@@ -199,7 +199,11 @@ def main():
       "|---|---|---|",
   ]
   lines += [f"| {c} | {impl} | {ms:.1f} |" for c, impl, ms in rows]
-  pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+  out = pathlib.Path(args.out)
+  # Keep the sections other benchmarks write below this table (from the first "## ").
+  old = out.read_text().split("\n") if out.exists() else []
+  rest = next((old[i:] for i, line in enumerate(old) if line.startswith("## ")), [])
+  out.write_text("\n".join(lines + ([""] + rest if rest else [""])).rstrip("\n") + "\n")
   print(f"wrote {args.out}")
 
 

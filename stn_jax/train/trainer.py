@@ -27,11 +27,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from stn_jax.errors import RunStopped, StnError
 from stn_jax.train import checkpoint as ckpt
+from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, optim, pictures, stopping, tasks
 
-__all__ = ["NonFiniteLossError", "Saver", "TrainState", "log_train", "restore", "stopped",
-           "train_and_evaluate", "write_config"]
+__all__ = ["NonFiniteLossError", "Saver", "TrainState", "build_train_step", "log_train", "restore",
+           "stopped", "train_and_evaluate", "write_config"]
 
 
 @flax.struct.dataclass
@@ -138,11 +139,53 @@ def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, repli
     return {"loss_sum": jnp.sum(loss * mask), "errors": jnp.sum(errors * mask),
             "count": jnp.sum(mask)}
 
+  options = compile_lib.compiler_options(next(iter(replicated.device_set)).platform)
   train = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
-                  out_shardings=(state_sharding, replicated), donate_argnums=0)
+                  out_shardings=(state_sharding, replicated), donate_argnums=0,
+                  compiler_options=options)
   evaluate = jax.jit(eval_step, in_shardings=(state_sharding, batch_sharding),
-                     out_shardings=replicated)
+                     out_shardings=replicated, compiler_options=options)
   return train, evaluate
+
+
+def build_train_step(config, devices=None, *, task=None):
+  """The trainer's own jitted training step for ``config``, outside the loop.
+
+  For benchmarks and notebooks that time or inspect one step exactly as
+  :func:`train_and_evaluate` runs it (same model, initial state, optimiser,
+  mesh, shardings and compilation), without data files, checkpoints or metrics.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` from ``experiments/``.
+    devices: the devices of the mesh (default: all of them, on every process).
+    task: the task (default: ``config``'s); e.g. one whose ``device_batch``
+      skips the distortion, to time the network alone.
+
+  Returns:
+    ``(train_step, state, make_batch)``: ``train_step(state, batch) -> (state,
+    metrics)`` donates ``state``; ``state`` is the initial
+    :class:`TrainState`; ``make_batch(host_batch)`` puts a dict of this
+    process's numpy arrays (``image``, ``label``) on the mesh as a global batch.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  task = tasks.make_task(config) if task is None else task
+  mesh = _mesh(devices)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  def tx_builder(params):  # as in train_and_evaluate
+    return optim.make_optimizer(
+        params, learning_rate=config.learning_rate, decay_every=config.decay_every,
+        decay_factor=config.decay_factor, momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        localization_lr_multiplier=config.localization_lr_multiplier)
+
+  model = task.model()
+  state, tx, schedule = _init_state(config, model, task, tx_builder, replicated)
+  state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
+  train_step, _ = _make_steps(model, task, tx, schedule, state_sharding, batch_sharding,
+                              replicated)
+  return train_step, state, lambda batch: _global(batch_sharding, batch)
 
 
 def _evaluate(evaluate, state, task, name, config, batch_sharding):

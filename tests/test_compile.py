@@ -1,0 +1,58 @@
+"""The trainer's compiler options (stn_jax.train.compile) and trainer.build_train_step:
+on the CPU the training step's convolutions stay out of YNNPACK, elsewhere nothing
+changes, and an option this jaxlib refuses falls back to XLA's defaults."""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from stn_jax.train import compile as compile_lib
+from stn_jax.train import trainer
+from experiment_configs import load_config
+
+
+def convolutions(hlo_text):
+  """(convolutions inside YNNPACK fusions, all convolutions) of an optimised HLO module."""
+  ynn = set(re.findall(r"calls=(%[\w.\-]+)[^\n]*__ynn_fusion", hlo_text))
+  inside = total = 0
+  for name, body in re.findall(r"\n(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S):
+    n = len(re.findall(r" convolution\(", body))
+    total += n
+    inside += n if name in ynn else 0
+  return inside, total
+
+
+def test_options_per_platform():
+  assert compile_lib.compiler_options("cpu") == {
+      "xla_cpu_experimental_ynn_fusion_type":
+      "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+  for platform in ("gpu", "cuda", "rocm", "tpu"):
+    assert compile_lib.compiler_options(platform) is None
+
+
+def test_an_option_xla_refuses_falls_back_to_its_defaults(monkeypatch, caplog):
+  monkeypatch.setattr(compile_lib, "_CPU", {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH"})
+  assert compile_lib.compiler_options("cpu") is None
+  assert "does not take the compiler options" in caplog.text
+
+
+def test_the_cpu_training_step_keeps_convolutions_out_of_ynnpack():
+  if jax.default_backend() != "cpu":
+    pytest.skip("a CPU-only option")
+  config = load_config("distorted_mnist", "rts,st_cnn,smoke")
+  train_step, state, make_batch = trainer.build_train_step(config)
+  n = config.batch_size
+  batch = make_batch({"image": np.random.default_rng(0).uniform(0, 1, (n, 28, 28, 1))
+                               .astype(np.float32), "label": np.arange(n, dtype=np.int32) % 10})
+  inside, total = convolutions(train_step.lower(state, batch).compile().as_text())
+  assert total >= 8 and inside == 0
+  # XLA's own default would put them there: the option is what keeps them out.
+  default = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+             "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}
+  inside, _ = convolutions(train_step.lower(state, batch).compile(default).as_text())
+  assert inside > 0
+  # build_train_step gives the trainer's step, ready to run.
+  state, metrics = train_step(state, batch)
+  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
