@@ -90,6 +90,7 @@ except ImportError as e:  # pragma: no cover - a message for the user
                    "pip install -e '.[bench]'") from e
 
 from stn_jax.datasets import MnistNotFoundError, distortions, load_mnist
+from stn_jax.train import compile as compile_lib
 from stn_jax.train import tasks, trainer
 
 import step_split
@@ -112,10 +113,6 @@ VARIANTS = ("trainer", "xla_default")
 
 def trainer_options():
   """The compiler options the trainer's jitted steps get on this platform."""
-  try:
-    from stn_jax.train import compile as compile_lib  # pylint: disable=import-outside-toplevel
-  except ImportError:  # before stn_jax.train.compile existed: XLA's defaults
-    return {}
   return dict(compile_lib.compiler_options() or {})
 
 
