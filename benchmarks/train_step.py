@@ -70,7 +70,6 @@ import datetime
 import importlib.util
 import pathlib
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -166,14 +165,7 @@ def make_batch(distortion, batch_size, mnist_dir, seed=0, synthetic=False):
 
 def ynn_convolutions(compiled):
   """(convolutions inside YNNPACK fusions, all convolutions) of a compiled executable."""
-  text = compiled.as_text()
-  ynn = set(re.findall(r"calls=(%[\w.\-]+)[^\n]*__ynn_fusion", text))
-  inside = total = 0
-  for name, body in re.findall(r"\n(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", text, re.S):
-    n = len(re.findall(r" convolution\(", body))
-    total += n
-    inside += n if name in ynn else 0
-  return inside, total
+  return compile_lib.ynn_convolutions(compiled.as_text())
 
 
 # ----------------------------------------------------------------------------- agreement checks

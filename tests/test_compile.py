@@ -2,7 +2,6 @@
 on the CPU the training step's convolutions stay out of YNNPACK, elsewhere nothing
 changes, and an option this jaxlib refuses falls back to XLA's defaults."""
 
-import re
 
 import jax
 import numpy as np
@@ -15,13 +14,7 @@ from experiment_configs import load_config
 
 def convolutions(hlo_text):
   """(convolutions inside YNNPACK fusions, all convolutions) of an optimised HLO module."""
-  ynn = set(re.findall(r"calls=(%[\w.\-]+)[^\n]*__ynn_fusion", hlo_text))
-  inside = total = 0
-  for name, body in re.findall(r"\n(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S):
-    n = len(re.findall(r" convolution\(", body))
-    total += n
-    inside += n if name in ynn else 0
-  return inside, total
+  return compile_lib.ynn_convolutions(hlo_text)
 
 
 def test_options_per_platform():

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Optional
 
 import jax
 import numpy as np
 
-__all__ = ["compiler_options"]
+__all__ = ["compiler_options", "ynn_convolutions"]
 
 _CPU = {"xla_cpu_experimental_ynn_fusion_type":
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
@@ -61,3 +62,15 @@ def compiler_options(platform: Optional[str] = None) -> Optional[dict]:
   if platform != "cpu" or not _accepted(platform, tuple(sorted(_CPU.items()))):
     return None
   return dict(_CPU)
+
+
+def ynn_convolutions(hlo_text: str) -> tuple[int, int]:
+  """``(convolutions inside YNNPACK fusions, all convolutions)`` of an optimised HLO module's
+  text (``jax.jit(f).lower(...).compile().as_text()``): what the option above changes."""
+  ynn = set(re.findall(r"calls=(%[\w.\-]+)[^\n]*__ynn_fusion", hlo_text))
+  inside = total = 0
+  for name, body in re.findall(r"\n(?:ENTRY )?(%[\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S):
+    n = len(re.findall(r" convolution\(", body))
+    total += n
+    inside += n if name in ynn else 0
+  return inside, total

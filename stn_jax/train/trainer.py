@@ -63,6 +63,15 @@ def _check_config(config, n):
   validate.check_config(config, num_devices=n)
 
 
+def _tx_builder(config):
+  """``params -> (optax transformation, schedule)``: the paper's SGD with ``config``'s settings."""
+  return lambda params: optim.make_optimizer(
+      params, learning_rate=config.learning_rate, decay_every=config.decay_every,
+      decay_factor=config.decay_factor, momentum=config.momentum,
+      weight_decay=config.weight_decay,
+      localization_lr_multiplier=config.localization_lr_multiplier)
+
+
 def _init_state(config, model, task, tx_builder, replicated):
   def init(rng):
     params_rng, dropout_rng = jax.random.split(rng)
@@ -173,12 +182,7 @@ def build_train_step(config, devices=None, *, task=None):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
 
-  def tx_builder(params):  # as in train_and_evaluate
-    return optim.make_optimizer(
-        params, learning_rate=config.learning_rate, decay_every=config.decay_every,
-        decay_factor=config.decay_factor, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        localization_lr_multiplier=config.localization_lr_multiplier)
+  tx_builder = _tx_builder(config)
 
   model = task.model()
   state, tx, schedule = _init_state(config, model, task, tx_builder, replicated)
@@ -370,12 +374,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   logging.info("%d process(es), %d device(s) in the mesh: %s", jax.process_count(),
                len(devices), devices)
 
-  def tx_builder(params):
-    return optim.make_optimizer(
-        params, learning_rate=config.learning_rate, decay_every=config.decay_every,
-        decay_factor=config.decay_factor, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        localization_lr_multiplier=config.localization_lr_multiplier)
+  tx_builder = _tx_builder(config)
 
   # The data first: where it is missing, the run stops before it writes anything.
   data = task.train_iterator(jax.process_index(), jax.process_count())
