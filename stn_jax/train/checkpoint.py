@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -60,17 +61,55 @@ NOT_IDENTITY = frozenset({
 })
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# Set once a write in the workdir has failed for want of space (or a read-only file system)
+# and :meth:`Checkpoints.write_failure` has made its sentence: the same failure met again by
+# the writers still running (Orbax's abandoned tasks, TensorBoard's thread and its exit
+# handler) adds nothing to it.
+_full_disk_reported = False
+
+
+def _disk_full(error) -> bool:
+  """Whether ``error`` (or what caused it) is a full disk, quota or read-only file system,
+  in the OS's words or in TensorStore's."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno in _FULL:
+      return True
+    code = re.search(r"os_error_code='?(\d+)", str(seen))
+    if code and int(code.group(1)) in _FULL:
+      return True
+    seen = seen.__cause__ or seen.__context__
+  return False
+
+
 class _QuietOrbax(logging.Filter):
   """Orbax logs every step of every save at INFO, and a failed write (a full disk) as a
   dozen tracebacks from its threads; the run's own lines are what matter, and a failure
-  reaches them as an exception (:class:`CheckpointError`)."""
+  reaches them as an exception (:class:`CheckpointError`). After that failure, asyncio
+  reports each of the writes Orbax abandoned ("Task exception was never retrieved")."""
 
   def filter(self, record):
-    return record.levelno >= logging.CRITICAL or "/orbax/" not in record.pathname
+    if record.levelno >= logging.CRITICAL:
+      return True
+    if record.name == "asyncio" and _full_disk_reported:
+      return "never retrieved" not in record.getMessage()
+    return "/orbax/" not in record.pathname
 
 
 def _closed_loop(error) -> bool:
   return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def _background_disk_full(error, where) -> bool:
+  """For a full disk met by a writer in the background (a thread, an exit handler): a
+  warning line if the run has not said so yet, else nothing. True if it was handled."""
+  if not _disk_full(error):
+    return False
+  if not _full_disk_reported:
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+    absl_logging.warning("A background writer (%s) stopped: %s.", where, _reason(error))
+  return True
 
 
 def quiet():
@@ -102,6 +141,20 @@ def quiet():
       unraisablehook(args)
 
   sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+  # A full disk also stops TensorBoard's writer thread and fails its exit handler's flush;
+  # metrics.jsonl has every record, and a resumed run rebuilds TensorBoard's files from it.
+  threadhook = threading.excepthook
+
+  def quiet_threadhook(args):
+    name = args.thread.name if args.thread is not None else "a thread"
+    if not _background_disk_full(args.exc_value, name):
+      threadhook(args)
+
+  def quiet_full_unraisablehook(args):
+    if not _background_disk_full(args.exc_value, args.err_msg or "an exit handler"):
+      quiet_unraisablehook(args)
+
+  threading.excepthook, sys.unraisablehook = quiet_threadhook, quiet_full_unraisablehook
 
 
 def json_safe(tree):
@@ -357,7 +410,7 @@ class Checkpoints:
     try:
       yield
     except OSError as e:
-      if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+      if e.errno not in _FULL:
         raise
       raise self.write_failure(e) from e
 
@@ -368,6 +421,9 @@ class Checkpoints:
     kept = (f"the last complete checkpoint is step {last}" if last is not None
             else "no complete checkpoint was saved yet")
     reason = _reason(error)
+    if _disk_full(error):
+      global _full_disk_reported  # pylint: disable=global-statement
+      _full_disk_reported = True
     what = f"the checkpoint of step {step}" if step is not None else "the run's records"
     return CheckpointError(
         f"Could not write {what} in {self.workdir} ({reason}); {kept}. Free space (or fix the "

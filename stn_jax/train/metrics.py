@@ -70,7 +70,9 @@ class MetricWriter:
     self._jsonl = open(self._path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(tb_dir)
+      # A deep queue: the writer thread is checked before each record (see _board), so a
+      # thread that dies (a full disk) can never leave a put waiting on a full queue.
+      self._tb = SummaryWriter(tb_dir, max_queue=1000)
       if resume_step is not None:
         self._replay()
 
@@ -79,6 +81,8 @@ class MetricWriter:
       for line in f:
         row = json.loads(line)
         step, split = row.pop("step"), row.pop("split")
+        if self._board() is None:
+          return
         for k, v in row.items():
           self._tb.add_scalar(f"{split}/{k}", v, step)
     if os.path.isdir(self._pictures):
@@ -89,6 +93,8 @@ class MetricWriter:
           picture = np.asarray(Image.open(os.path.join(self._pictures, name)).convert("RGB"))
         except OSError:  # cut short by a full disk or a kill: TensorBoard goes without it
           continue
+        if self._board() is None:
+          return
         self._tb.add_image(m["tag"] or "transformers", picture, int(m["step"]),
                            dataformats="HWC")
     self._tb.flush()
@@ -99,7 +105,7 @@ class MetricWriter:
     values = {k: float(v) for k, v in values.items()}
     self._jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
     self._jsonl.flush()
-    if self._tb is not None:
+    if self._board() is not None:
       for k, v in values.items():
         self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
@@ -112,7 +118,7 @@ class MetricWriter:
     os.makedirs(self._pictures, exist_ok=True)
     Image.fromarray(np.asarray(image)).save(
         os.path.join(self._pictures, _picture_name(tag, step)))
-    if self._tb is not None:
+    if self._board() is not None:
       self._tb.add_image(tag, np.asarray(image), int(step), dataformats="HWC")
 
   def offset(self):
@@ -120,21 +126,67 @@ class MetricWriter:
     return self._jsonl.tell() if self.enabled else None
 
   def flush(self):
-    if self._tb is not None:
+    if self._board() is not None:
       self._tb.flush()
+
+  def _board(self):
+    """The TensorBoard writer, or None once its writer thread has died (a full disk met
+    while it wrote): the run goes on without it, and metrics.jsonl, from which a resumed
+    run rebuilds TensorBoard's files, still has every record."""
+    if self._tb is not None and not _alive(self._tb):
+      logging.warning("TensorBoard's writer stopped; the run goes on recording into %s, "
+                      "and a resumed run rebuilds TensorBoard's files from it.", self._path)
+      _abandon(self._tb)
+      self._tb = None
+    return self._tb
 
   def close(self):
     if not self.enabled:
       return
+    # metrics.jsonl is flushed line by line, and a resumed run rebuilds TensorBoard's files
+    # from it: a close that fails (a full disk) loses nothing that a resume needs.
+    failed = []
     try:
       self._jsonl.close()
-      if self._tb is not None:
-        self._tb.close()
     except OSError as e:
-      # metrics.jsonl is flushed line by line, and a resumed run rebuilds TensorBoard's
-      # files from it: nothing is lost that a resume needs.
+      failed.append(e)
+    if self._tb is not None:
+      try:
+        self._tb.close()
+      except OSError as e:
+        failed.append(e)
+        _abandon(self._tb)
+    if failed:
       logging.warning("Could not finish writing the records in %s: %s", os.path.dirname(
-          self._path), e)
+          self._path), failed[0])
+
+
+def _workers(tb):
+  """tensorboardX's writer threads (its internals; none found where they differ)."""
+  for writer in list((getattr(tb, "all_writers", None) or {}).values()):
+    events = getattr(writer, "event_writer", None)
+    worker = getattr(events, "_worker", None)
+    if worker is not None and not getattr(events, "_closed", True):
+      yield worker
+
+
+def _alive(tb) -> bool:
+  return all(worker.is_alive() for worker in _workers(tb))
+
+
+def _abandon(tb):
+  """Stops a tensorboardX writer that failed (its close, or its writer thread): the thread,
+  which would fail again at its next flush (perhaps while the interpreter exits, past any
+  hook), and the exit handler that would try to close it again. Uses tensorboardX's
+  internals, and does nothing where they differ."""
+  for writer in list((getattr(tb, "all_writers", None) or {}).values()):
+    events = getattr(writer, "event_writer", None)
+    if events is None or not hasattr(events, "_closed"):
+      continue
+    events._closed = True  # pylint: disable=protected-access
+    worker = getattr(events, "_worker", None)
+    if worker is not None and worker.is_alive() and hasattr(worker, "stop"):
+      worker.stop()
 
 
 def _move_previous(workdir, paths):
