@@ -5,7 +5,9 @@ forward + backward, and for a spatial transformer its localisation net (with the
 regressor), the affine grid + bilinear sampler and the pooled classifier, each
 forward + backward with the gradients the training step needs; then every
 convolution's forward, weight gradient and input gradient (``F.conv2d``,
-``torch.nn.grad.conv2d_weight``, ``conv2d_input``), without the bias. Each part's
+``torch.nn.grad.conv2d_weight``, ``conv2d_input``), without the bias, as the
+models compute them (``stn_jax.nn.conv.conv``; the input gradient's method is
+named). Each part's
 JAX and PyTorch results are compared before timing. Used by
 ``benchmarks/train_step.py --split``.
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from stn_jax import ops
+from stn_jax.nn import conv as conv_lib
 from stn_jax.nn.layers import AvgPool, Conv, MaxPool, apply_pool
 
 from interleave import calls_per_round, interleaved, jax_repeat, ratio_stats, torch_repeat
@@ -29,9 +32,8 @@ from torch_twin import max_rel_diff
 __all__ = ["split_parts", "time_parts"]
 
 
-def _conv(x, w):  # what flax.linen.Conv computes, without the bias
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _conv(x, w):  # what the models' flax.linen.Conv computes, without the bias
+  return conv_lib.conv(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _xent(logits, labels):
@@ -181,7 +183,8 @@ def split_parts(model, params, twin, images, labels, options):
         lambda f=fwd, a=(xs, ws), t=t_fwd: (f(*a), to_nhwc(t())))
     add(f"{label}: weight gradient", wgrad, (xs, ws, cts), t_wgrad,
         lambda f=wgrad, a=(xs, ws, cts), t=t_wgrad: (f(*a), to_hwio(t())))
-    suffix = "" if needed else " (not part of the step)"
+    method = conv_lib.input_grad_method((n, *hwc), kshape, (1, 1), ((0, 0), (0, 0)))
+    suffix = f" ({method})" if needed else f" ({method}; not part of the step)"
     add(f"{label}: input gradient{suffix}", igrad, (xs, ws, cts), t_igrad,
         lambda f=igrad, a=(xs, ws, cts), t=t_igrad: (f(*a), to_nhwc(t())))
   return parts

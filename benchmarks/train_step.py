@@ -516,12 +516,12 @@ def distortion_table(rows):
   return lines
 
 
-def write_blocks(path, blocks):
+def write_blocks(path, blocks, script="train_step.py"):
   """Replaces each ``name``'s marked block in ``path`` (appending it if absent)."""
   path = pathlib.Path(path)
   text = path.read_text(encoding="utf-8") if path.exists() else ""
   for name, lines in blocks.items():
-    begin, end = f"<!-- begin train_step.py:{name} -->", f"<!-- end train_step.py:{name} -->"
+    begin, end = f"<!-- begin {script}:{name} -->", f"<!-- end {script}:{name} -->"
     block = "\n".join([begin, *lines, end])
     if begin in text and end in text:
       text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]

@@ -24,6 +24,7 @@ import numpy as np
 from stn_jax.models.inception_bn import InceptionBN, load_backbone
 from stn_jax.models.registry import register
 from stn_jax.nn import AvgPool, MultiStreamTransformer
+from stn_jax.nn.conv import conv
 from stn_jax.nn.layers import apply_pool
 
 __all__ = ["CUBNet", "LocalizationTrunk", "backbone_prefixes", "load_pretrained", "tiling"]
@@ -53,7 +54,7 @@ class LocalizationTrunk(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     x = InceptionBN(self.width, name="backbone")(x, train=train, pool=False)
-    x = nn.relu(nn.Conv(128, (1, 1), name="reduce")(x))
+    x = nn.relu(nn.Conv(128, (1, 1), conv_general_dilated=conv, name="reduce")(x))
     return nn.relu(nn.Dense(128, name="fc")(x.reshape(x.shape[0], -1)))
 
 

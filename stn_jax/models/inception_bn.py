@@ -70,6 +70,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict, freeze
 
+from stn_jax.nn.conv import conv
+
 __all__ = ["BN_EPSILON", "InceptionBN", "load_backbone", "num_features", "save_backbone"]
 
 BN_EPSILON = 1e-5  # Caffe's and PyTorch's, so converted weights need no change
@@ -209,7 +211,8 @@ class ConvBN(nn.Module):
   def __call__(self, x, *, train: bool):
     pad = _conv_padding(self.kernel)
     x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                padding=(pad, pad), use_bias=False, dtype=self.dtype, name="conv")(x)
+                padding=(pad, pad), use_bias=False, dtype=self.dtype,
+                conv_general_dilated=conv, name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                      epsilon=BN_EPSILON, dtype=self.dtype, name="bn")(x)
     return nn.relu(x)

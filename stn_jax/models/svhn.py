@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from stn_jax.models.registry import check_input, register
 from stn_jax.nn import Conv, Dense, LayerStack, MaxPool, SpatialTransformer, svhn_localization
+from stn_jax.nn.conv import conv
 from stn_jax.nn.layers import apply_pool
 
 __all__ = ["SVHNNet"]
@@ -77,7 +78,7 @@ class SVHNNet(nn.Module):
           # parent=None above: the net belongs to its transformer, not to this module.
           x, _ = SpatialTransformer(loc, self.transform, name=f"st_{conv_index}")(x, train=train)
         x = nn.relu(nn.Conv(spec.features, (5, 5), padding=((2, 2), (2, 2)),
-                            name=f"conv_{conv_index}")(x))
+                            conv_general_dilated=conv, name=f"conv_{conv_index}")(x))
         if conv_index > 0:
           x = nn.Dropout(self.dropout, deterministic=not train)(x)
         conv_index += 1

@@ -22,6 +22,9 @@ from typing import Optional, Sequence, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+from stn_jax.nn.conv import conv
+from stn_jax.nn.pooling import max_pool
+
 __all__ = ["AvgPool", "Conv", "Dense", "LayerStack", "MaxPool", "apply_pool", "output_hw"]
 
 
@@ -115,7 +118,7 @@ def apply_pool(x, layer):
   # Ceil mode: pad the bottom/right edge so a partial window still counts.
   pads = tuple((0, -s % layer.window) for s in x.shape[1:3])
   if isinstance(layer, MaxPool):
-    return nn.max_pool(x, window, strides=window, padding=pads)
+    return max_pool(x, layer.window)
   # Average over the pixels that exist, not over the padding.
   return nn.avg_pool(x, window, strides=window, padding=pads, count_include_pad=False)
 
@@ -169,7 +172,8 @@ class LayerStack(nn.Module):
       if isinstance(layer, Conv):
         pad = ((layer.padding, layer.padding),) * 2
         x = nn.Conv(layer.features, (layer.kernel, layer.kernel), strides=layer.stride,
-                    padding=pad, dtype=self.dtype, name=f"conv_{i}")(x)
+                    padding=pad, dtype=self.dtype, conv_general_dilated=conv,
+                    name=f"conv_{i}")(x)
       elif isinstance(layer, Dense):
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(layer.features, dtype=self.dtype, name=f"fc_{i}")(x)
