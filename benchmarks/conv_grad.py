@@ -69,8 +69,10 @@ CONVS = [
     ("MNIST ST-CNN TC, conv_2", 256, 11, 87, 87, 7, 1, 0),
     ("MNIST CNN TC, conv_2", 256, 26, 86, 86, 7, 1, 0),
     ("SVHN ST-CNN, conv after the ST", 16, 64, 3, 48, 5, 1, 2),
+    ("SVHN ST-CNN, conv after the ST", 64, 64, 3, 48, 5, 1, 2),
     ("SVHN, a wide conv", 16, 64, 48, 64, 5, 1, 2),
     ("BN-Inception stem (after a CUB ST)", 4, 224, 3, 64, 7, 2, 3),
+    ("BN-Inception stem (after a CUB ST)", 16, 224, 3, 64, 7, 2, 3),
     ("BN-Inception 3x3 stride 2", 8, 56, 64, 96, 3, 2, 1),
     ("BN-Inception 3x3", 8, 28, 96, 96, 3, 1, 1),
 ]
@@ -127,12 +129,12 @@ def conv_row(spec, options, rounds, round_seconds):
     raise AssertionError(f"{where}: PyTorch's input gradient differs by {rel:.1e}")
   calls = {name: jax_repeat(f, *a) for name, (f, a) in ways.items()}
   calls["torch"] = torch_repeat(t_dx)
-  ms, times, k = _time(calls, rounds, round_seconds)
+  ms, times, calls_k = _time(calls, rounds, round_seconds)
   chosen = conv_lib.input_grad_method(x.shape, w.shape, strides, padding)
   best = min(("xla", "col2im", "rows"), key=ms.get)
   spread = [t / statistics.median(times[best]) for t in times[best]]
   return {"where": where, "shape": f"{k}x{k} s{s} p{p}, {cin}->{cout} on {h}x{h}", "batch": n,
-          "ms": ms, "chosen": chosen, "best": best, "k": k,
+          "ms": ms, "chosen": chosen, "best": best, "k": calls_k,
           "spread": (min(spread), max(spread))}
 
 

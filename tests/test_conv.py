@@ -70,7 +70,8 @@ def test_the_methods_are_chosen_by_shape():
   assert method((64, 7, 7, 87), (7, 7, 87, 87), (1, 1), none) == "col2im"
   # One input channel (the ST-CNN's first layer): XLA's way is slow whatever the padding.
   assert method((64, 21, 21, 1), (9, 9, 1, 87), (1, 1), none) == "col2im"
-  assert method((16, 64, 64, 3), (5, 5, 3, 48), (1, 1), same2) == "col2im"
+  assert method((64, 64, 64, 3), (5, 5, 3, 48), (1, 1), same2) == "col2im"
+  assert method((16, 224, 224, 3), (7, 7, 3, 64), (2, 2), ((3, 3), (3, 3))) == "rows"
   # SAME padding and many channels: XLA's way multiplies no padding.
   assert method((16, 64, 64, 48), (5, 5, 48, 64), (1, 1), same2) == "xla"
   # Mostly padding, small buffer / big buffer (the CNN's 7x7 layer on 17x17).

@@ -53,10 +53,10 @@ def input_grad_method(x_shape, w_shape, strides, padding, itemsize=4) -> str:
   The rule is what the measurement in ``benchmarks/conv_grad.py`` found on the
   project's CPU (docs/performance.md): XLA's way is slow when it multiplies mostly
   padding (the input has at least twice the output's positions) and whenever the
-  input has few channels (under 8); col2im is fastest while its buffer of
-  contributions stays small (up to 32 MiB; always for a 1x1 output, where it is one
-  matrix product), and the rows method (one XLA input gradient per kernel row, padded
-  along W only) beyond that.
+  input has few channels (under 8). With few channels col2im is fastest for stride 1
+  and the rows method (one XLA input gradient per kernel row, padded along W only)
+  for larger strides; with many, col2im while its buffer of contributions stays small
+  (up to 32 MiB; always for a 1x1 output, where it is one matrix product), rows beyond.
   """
   (pt, pb), (pl, pr) = padding
   kh, kw, cin = w_shape[0], w_shape[1], w_shape[2]
@@ -66,7 +66,7 @@ def input_grad_method(x_shape, w_shape, strides, padding, itemsize=4) -> str:
   if ho * wo == 1:
     return "col2im"
   if cin < _FEW_CHANNELS:
-    return "col2im" if cols <= _COLS_BYTES * 3 // 2 else "rows"
+    return "col2im" if strides == (1, 1) else "rows"
   if x_shape[1] * x_shape[2] < 2 * ho * wo:
     return "xla"
   return "col2im" if cols <= _COLS_BYTES else "rows"
