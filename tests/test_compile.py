@@ -4,6 +4,7 @@ changes, and an option this jaxlib refuses falls back to XLA's defaults."""
 
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -50,3 +51,15 @@ def test_the_cpu_training_step_keeps_convolutions_out_of_ynnpack():
   # build_train_step gives the trainer's step, ready to run.
   state, metrics = train_step(state, batch)
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+
+
+def test_the_colocalisation_steps_get_the_trainers_options(monkeypatch):
+  from stn_jax.train import colocalisation  # pylint: disable=import-outside-toplevel
+  seen = []
+  monkeypatch.setattr(colocalisation.jax, "jit",
+                      lambda fn, **kwargs: seen.append(kwargs.get("compiler_options")) or fn)
+  monkeypatch.setattr(compile_lib, "compiler_options", lambda platform=None: {"chosen": "here"})
+  config = ml_collections.ConfigDict({"batch_size": 4, "margin": 1.0,
+                                      "random_crop": "same_scale", "normalize_features": True})
+  colocalisation._make_steps(None, None, None, None, config)  # pylint: disable=protected-access
+  assert seen == [{"chosen": "here"}] * 2

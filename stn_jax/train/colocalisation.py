@@ -60,6 +60,7 @@ import numpy as np
 from stn_jax import models, ops
 from stn_jax.datasets import distortions, load_mnist
 from stn_jax.train import checkpoint as ckpt
+from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, optim, stopping, trainer
 from stn_jax.train.trainer import TrainState
@@ -405,7 +406,9 @@ def _make_steps(localizer, encoder, tx, schedule, config):
   def thetas(params, images):
     return localizer.apply({"params": params}, images)[1]["theta"]
 
-  return jax.jit(train_step, donate_argnums=0), jax.jit(thetas)
+  options = compile_lib.compiler_options()  # the trainer's (CPU-only) compiler options
+  return (jax.jit(train_step, donate_argnums=0, compiler_options=options),
+          jax.jit(thetas, compiler_options=options))
 
 
 def _evaluate(thetas, params, images, boxes, chunk):
