@@ -63,3 +63,27 @@ def test_the_colocalisation_steps_get_the_trainers_options(monkeypatch):
                                       "random_crop": "same_scale", "normalize_features": True})
   colocalisation._make_steps(None, None, None, None, config)  # pylint: disable=protected-access
   assert seen == [{"chosen": "here"}] * 2
+
+
+def test_freed_memory_is_kept_on_the_cpu_only(monkeypatch):
+  calls = []
+  monkeypatch.setattr(compile_lib.ctypes, "CDLL", lambda name: type("L", (), {
+      "mallopt": _Mallopt(calls)})())
+  compile_lib.keep_freed_memory.cache_clear()
+  try:
+    assert compile_lib.keep_freed_memory("tpu") is False and not calls
+    if not compile_lib.sys.platform.startswith("linux"):
+      pytest.skip("glibc's mallopt is called on Linux only")
+    assert compile_lib.keep_freed_memory("cpu") is True
+    assert calls == [(-4, 0), (-1, 2**31 - 1)]  # no mmap, no trimming
+  finally:
+    compile_lib.keep_freed_memory.cache_clear()
+
+
+class _Mallopt:
+  def __init__(self, calls):
+    self.calls, self.argtypes, self.restype = calls, None, None
+
+  def __call__(self, param, value):
+    self.calls.append((param, value))
+    return 1

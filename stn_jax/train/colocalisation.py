@@ -407,6 +407,7 @@ def _make_steps(localizer, encoder, tx, schedule, config):
     return localizer.apply({"params": params}, images)[1]["theta"]
 
   options = compile_lib.compiler_options()  # the trainer's (CPU-only) compiler options
+  compile_lib.keep_freed_memory()
   return (jax.jit(train_step, donate_argnums=0, compiler_options=options),
           jax.jit(thetas, compiler_options=options))
 

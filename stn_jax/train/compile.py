@@ -18,15 +18,17 @@ renamed it), no options are given, rather than failing every compilation.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import re
+import sys
 from typing import Optional
 
 import jax
 import numpy as np
 
-__all__ = ["compiler_options", "ynn_convolutions"]
+__all__ = ["compiler_options", "keep_freed_memory", "ynn_convolutions"]
 
 _CPU = {"xla_cpu_experimental_ynn_fusion_type":
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
@@ -74,3 +76,35 @@ def ynn_convolutions(hlo_text: str) -> tuple[int, int]:
     total += n
     inside += n if name in ynn else 0
   return inside, total
+
+
+# glibc's mallopt parameters.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory(platform: Optional[str] = None) -> bool:
+  """On a CPU under glibc, lets the process reuse the memory of freed buffers.
+
+  XLA's CPU executable takes its temporary buffers from ``malloc`` at every call. glibc
+  serves a large request with a fresh ``mmap`` and unmaps it when it is freed (its mmap
+  threshold cannot be raised past 32 MiB at run time), and gives the top of its heap
+  back to the system past a trim threshold: either way every step faults its buffers'
+  pages in anew. On the ST-FCN at TC, batch 256 (its temporaries pass 32 MiB), that was
+  half of the sampler's time and the step ran at 0.6x PyTorch's speed. This turns off
+  glibc's use of ``mmap`` and its trimming (``mallopt(M_MMAP_MAX, 0)``, ``M_TRIM_THRESHOLD``
+  out of reach), so freed memory is reused from the heap; the process keeps its peak
+  memory instead of returning it. Measured in docs/performance.md ("Freed memory kept").
+
+  Called by the trainer and the co-localisation loop; does nothing (returns False) off
+  the CPU, off Linux, or where ``mallopt`` cannot be found.
+  """
+  platform = jax.default_backend() if platform is None else platform
+  if platform != "cpu" or not sys.platform.startswith("linux"):
+    return False
+  try:
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  return bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -148,7 +148,9 @@ def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, repli
     return {"loss_sum": jnp.sum(loss * mask), "errors": jnp.sum(errors * mask),
             "count": jnp.sum(mask)}
 
-  options = compile_lib.compiler_options(next(iter(replicated.device_set)).platform)
+  platform = next(iter(replicated.device_set)).platform
+  options = compile_lib.compiler_options(platform)
+  compile_lib.keep_freed_memory(platform)
   train = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
                   out_shardings=(state_sharding, replicated), donate_argnums=0,
                   compiler_options=options)
