@@ -40,7 +40,8 @@ takes about ``--round-seconds``. A case reports the median images/s of each,
 the per-round ratio stn_jax/PyTorch (images/s over images/s, >1: stn_jax is
 faster), its median and its min-max over the rounds.
 
-``--split`` times the parts of one step for the CNN and the ST-CNN on RTS at
+``--split`` times the parts of one step for the CNN and the ST-CNN on RTS (or
+``--split-input tc``) at
 batch 64, each jitted alone, by the same method: forward, forward+backward, the
 localisation net, the grid+sampler and the classifier (fwd+bwd), and every
 convolution's forward, weight gradient and input gradient against
@@ -403,9 +404,10 @@ def time_distortion(input_name, batch_size, rounds, round_seconds, mnist_dir):
 
 # ----------------------------------------------------------------------------- the split
 
-def run_split(model_name, label, batch_size, rounds, round_seconds, mnist_dir, options):
-  """The parts of one step of ``rts,<model_name>`` (see ``step_split``)."""
-  config = load_config(f"rts,{model_name}", batch_size, mnist_dir)
+def run_split(model_name, label, batch_size, rounds, round_seconds, mnist_dir, options,
+              input_name="rts"):
+  """The parts of one step of ``<input_name>,<model_name>`` (see ``step_split``)."""
+  config = load_config(f"{input_name},{model_name}", batch_size, mnist_dir)
   task = PreDistorted(config)
   model = task.model()
   _, state, _ = trainer.build_train_step(config, jax.devices()[:1], task=task)
@@ -564,6 +566,8 @@ def main(argv=None):
                       help=f"JAX compilations to time, comma-separated, of {','.join(VARIANTS)}")
   parser.add_argument("--split", action="store_true",
                       help="also time the parts of one step (CNN and ST-CNN, RTS, batch 64)")
+  parser.add_argument("--split-input", default="rts", choices=INPUTS,
+                      help="the input whose networks --split cuts (default rts)")
   parser.add_argument("--no-steps", action="store_true", help="skip the whole-step cases")
   parser.add_argument("--mnist-dir", default=None,
                       help="MNIST IDX files (default: $STN_MNIST_DIR, then data/mnist)")
@@ -611,8 +615,10 @@ def main(argv=None):
     for model_name in ("st_cnn", "cnn"):
       for v in variants:
         label = model_name if len(variants) == 1 else f"{model_name} ({v})"
+        if args.split_input != "rts":
+          label = f"{args.split_input.upper()} {label}"
         split_rows += run_split(model_name, label, 64, args.rounds, args.round_seconds,
-                                args.mnist_dir, variant_options(v))
+                                args.mnist_dir, variant_options(v), args.split_input)
   seconds = time.perf_counter() - start
   blocks = {}
   head = header_lines(env, args, seconds)

@@ -468,3 +468,17 @@ def test_a_checkpoint_of_an_older_version_is_checked_against_its_config_json(mni
   ckpt.check_workdir(smoke_config(mnist_dir, num_steps=5), str(tmp_path))
   assert train.train_and_evaluate(smoke_config(mnist_dir, num_steps=5),
                                   str(tmp_path))["steps"] == 5
+
+
+def test_what_orbax_abandons_after_a_failure_stays_off_the_console(monkeypatch):
+  monkeypatch.setattr(ckpt, "_checkpoint_failure_told", False)
+  task = ("Task exception was never retrieved\nfuture: <Task finished name='Task-9' coro=<"
+          "async_serialize_from_host() done, defined at /v/orbax/checkpoint/_src/s.py:126>>")
+  future = ("Future exception was never retrieved\nfuture: <Future finished exception="
+            "ValueError('RESOURCE_EXHAUSTED: Error writing \"k\" in OCDBT database')>")
+  other = "Future exception was never retrieved\nfuture: <Future finished exception=KeyError()>"
+  assert ckpt._abandoned_by_orbax(task) and ckpt._abandoned_by_orbax(future)  # pylint: disable=protected-access
+  assert not ckpt._abandoned_by_orbax(other)  # pylint: disable=protected-access
+  assert not ckpt._abandoned_by_orbax("Executing <Task> took 0.2 seconds")  # pylint: disable=protected-access
+  monkeypatch.setattr(ckpt, "_checkpoint_failure_told", True)
+  assert ckpt._abandoned_by_orbax(other)  # pylint: disable=protected-access

@@ -38,6 +38,7 @@ import re
 import shutil
 import sys
 import threading
+import warnings
 
 import jax
 import numpy as np
@@ -67,6 +68,10 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # the writers still running (Orbax's abandoned tasks, TensorBoard's thread and its exit
 # handler) adds nothing to it.
 _full_disk_reported = False
+# Set once a failed read or write of a checkpoint has been told (the disk-full sentence, or
+# the warning that a damaged checkpoint was set aside): what Orbax abandoned then (tasks
+# whose errors asyncio reports when they are collected, coroutines never awaited) repeats it.
+_checkpoint_failure_told = False
 
 
 def _disk_full(error) -> bool:
@@ -92,9 +97,19 @@ class _QuietOrbax(logging.Filter):
   def filter(self, record):
     if record.levelno >= logging.CRITICAL:
       return True
-    if record.name == "asyncio" and _full_disk_reported:
-      return "never retrieved" not in record.getMessage()
+    if record.name == "asyncio":
+      return not _abandoned_by_orbax(record.getMessage())
     return "/orbax/" not in record.pathname
+
+
+def _abandoned_by_orbax(message: str) -> bool:
+  """Whether asyncio's ``message`` reports a task or future Orbax abandoned when one read or
+  write of a checkpoint failed: after that failure was told, or naming Orbax or TensorStore."""
+  if "never retrieved" not in message:
+    return False
+  lowered = message.lower()
+  return (_checkpoint_failure_told or "/orbax/" in lowered or "tensorstore" in lowered
+          or "ocdbt" in lowered)
 
 
 def _closed_loop(error) -> bool:
@@ -155,6 +170,15 @@ def quiet():
       quiet_unraisablehook(args)
 
   threading.excepthook, sys.unraisablehook = quiet_threadhook, quiet_full_unraisablehook
+  # Orbax's coroutines abandoned after a failure, collected unawaited, warn once each.
+  showwarning = warnings.showwarning
+
+  def quiet_showwarning(message, category, *args, **kwargs):
+    if not (_checkpoint_failure_told and issubclass(category, RuntimeWarning)
+            and "was never awaited" in str(message)):
+      showwarning(message, category, *args, **kwargs)
+
+  warnings.showwarning = quiet_showwarning
 
 
 def json_safe(tree):
@@ -330,6 +354,8 @@ class Checkpoints:
 
   def _set_aside(self, name, step, error) -> int:
     """Moves ``name``'s ``step`` to ``workdir/damaged/`` and says so; returns ``step``."""
+    global _checkpoint_failure_told  # pylint: disable=global-statement
+    _checkpoint_failure_told = True
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
         error).__name__
     logging.warning("The checkpoint of step %d could not be read (%s); moved it to %s.",
@@ -421,8 +447,9 @@ class Checkpoints:
     kept = (f"the last complete checkpoint is step {last}" if last is not None
             else "no complete checkpoint was saved yet")
     reason = _reason(error)
+    global _full_disk_reported, _checkpoint_failure_told  # pylint: disable=global-statement
+    _checkpoint_failure_told = True
     if _disk_full(error):
-      global _full_disk_reported  # pylint: disable=global-statement
       _full_disk_reported = True
     what = f"the checkpoint of step {step}" if step is not None else "the run's records"
     return CheckpointError(
