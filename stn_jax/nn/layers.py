@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from stn_jax.nn.conv import conv
-from stn_jax.nn.pooling import max_pool
+from stn_jax.nn.pooling import ceil_pads, max_pool
 
 __all__ = ["AvgPool", "Conv", "Dense", "LayerStack", "MaxPool", "apply_pool", "output_hw"]
 
@@ -115,12 +115,11 @@ def output_hw(layers: Sequence[Layer], input_hw, *, where: str = "LayerStack") -
 def apply_pool(x, layer):
   """Applies a :class:`MaxPool` or :class:`AvgPool` spec to ``(N, H, W, C)``."""
   window = (layer.window, layer.window)
-  # Ceil mode: pad the bottom/right edge so a partial window still counts.
-  pads = tuple((0, -s % layer.window) for s in x.shape[1:3])
   if isinstance(layer, MaxPool):
     return max_pool(x, layer.window)
-  # Average over the pixels that exist, not over the padding.
-  return nn.avg_pool(x, window, strides=window, padding=pads, count_include_pad=False)
+  # Ceil mode, averaging over the pixels that exist, not over the padding.
+  return nn.avg_pool(x, window, strides=window, padding=ceil_pads(x.shape, layer.window),
+                     count_include_pad=False)
 
 
 class LayerStack(nn.Module):

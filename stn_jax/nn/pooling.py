@@ -6,8 +6,8 @@ at batch 64 (2x2 windows on 34x34x86): half of the network's whole backward pass
 For windows that do not overlap, the same gradient is a few elementwise
 operations: each window's gradient goes to the first of its elements (in row-major
 order) equal to its maximum, as ``select_and_scatter`` does, so the results are
-identical. On a CPU :func:`max_pool` computes it that way (5 ms there); on other
-platforms XLA's own.
+identical. On a CPU :func:`max_pool` computes it that way (4.8 ms against XLA's 35-40 on
+the TC ST-CNN's first pool, 22x22x84 at batch 64); on other platforms XLA's own.
 """
 
 from __future__ import annotations
@@ -19,22 +19,24 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["max_pool"]
+__all__ = ["ceil_pads", "max_pool"]
 
 
-def _ceil_pads(shape, window):
+def ceil_pads(shape, window):
+  """The bottom/right padding of an ``(N, H, W, C)`` input that makes whole windows (ceil
+  mode: a partial window at the edge still counts)."""
   return tuple((0, -s % window) for s in shape[1:3])
 
 
 def _xla_max_pool(x, window):
   return nn.max_pool(x, (window, window), strides=(window, window),
-                     padding=_ceil_pads(x.shape, window))
+                     padding=ceil_pads(x.shape, window))
 
 
 def _windows(x, window):
   """``(N, Ho, k, Wo, k, C)``: the windows of ``x`` (padded with -inf to whole windows)."""
   n, h, w, c = x.shape
-  (_, ph), (_, pw) = _ceil_pads(x.shape, window)
+  (_, ph), (_, pw) = ceil_pads(x.shape, window)
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
   return x.reshape(n, (h + ph) // window, window, (w + pw) // window, window, c)

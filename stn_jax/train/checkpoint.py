@@ -74,18 +74,23 @@ _full_disk_reported = False
 _checkpoint_failure_told = False
 
 
-def _disk_full(error) -> bool:
-  """Whether ``error`` (or what caused it) is a full disk, quota or read-only file system,
-  in the OS's words or in TensorStore's."""
+def _os_errno(error):
+  """The OS error number behind ``error``: the first found in its chain of causes, as an
+  OSError's or in TensorStore's message; None if there is none."""
   seen = error
   while seen is not None:
-    if isinstance(seen, OSError) and seen.errno in _FULL:
-      return True
+    if isinstance(seen, OSError) and seen.errno:
+      return seen.errno
     code = re.search(r"os_error_code='?(\d+)", str(seen))
-    if code and int(code.group(1)) in _FULL:
-      return True
+    if code:
+      return int(code.group(1))
     seen = seen.__cause__ or seen.__context__
-  return False
+  return None
+
+
+def _disk_full(error) -> bool:
+  """Whether ``error`` is a full disk, quota or read-only file system."""
+  return _os_errno(error) in _FULL
 
 
 class _QuietOrbax(logging.Filter):
@@ -467,14 +472,9 @@ class Checkpoints:
 def _reason(error) -> str:
   """The operating system's words for ``error`` (e.g. "No space left on device"), found in
   its chain of causes or in TensorStore's message; else its last line."""
-  seen = error
-  while seen is not None:
-    if isinstance(seen, OSError) and seen.errno:
-      return os.strerror(seen.errno)
-    code = re.search(r"os_error_code='?(\d+)", str(seen))
-    if code:
-      return os.strerror(int(code.group(1)))
-    seen = seen.__cause__ or seen.__context__
+  number = _os_errno(error)
+  if number is not None:
+    return os.strerror(number)
   lines = str(error).strip().splitlines()
   return lines[-1][:300] if lines else type(error).__name__
 

@@ -161,17 +161,19 @@ class MetricWriter:
           self._path), failed[0])
 
 
-def _workers(tb):
-  """tensorboardX's writer threads (its internals; none found where they differ)."""
+def _event_writers(tb):
+  """tensorboardX's event file writers, each with its writer thread (its internals; none
+  found where they differ)."""
   for writer in list((getattr(tb, "all_writers", None) or {}).values()):
     events = getattr(writer, "event_writer", None)
-    worker = getattr(events, "_worker", None)
-    if worker is not None and not getattr(events, "_closed", True):
-      yield worker
+    if events is not None and hasattr(events, "_closed"):
+      yield events
 
 
 def _alive(tb) -> bool:
-  return all(worker.is_alive() for worker in _workers(tb))
+  """Whether every open event writer's thread still runs."""
+  return all(getattr(events, "_worker", None) is None or events._worker.is_alive()  # pylint: disable=protected-access
+             for events in _event_writers(tb) if not events._closed)  # pylint: disable=protected-access
 
 
 def _abandon(tb):
@@ -179,10 +181,7 @@ def _abandon(tb):
   which would fail again at its next flush (perhaps while the interpreter exits, past any
   hook), and the exit handler that would try to close it again. Uses tensorboardX's
   internals, and does nothing where they differ."""
-  for writer in list((getattr(tb, "all_writers", None) or {}).values()):
-    events = getattr(writer, "event_writer", None)
-    if events is None or not hasattr(events, "_closed"):
-      continue
+  for events in _event_writers(tb):
     events._closed = True  # pylint: disable=protected-access
     worker = getattr(events, "_worker", None)
     if worker is not None and worker.is_alive() and hasattr(worker, "stop"):
