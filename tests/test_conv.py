@@ -49,6 +49,37 @@ def test_each_method_is_the_input_gradient(method, x_shape, w_shape, strides, pa
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
 
 
+FFT_CASES = CASES[:3] + [
+    ((2, 15, 14, 4), (4, 3, 4, 2), (1, 1), ((0, 1), (2, 0))),     # uneven padding
+    ((2, 10, 12, 3), (3, 5, 3, 4), (1, 1), ((3, 1), (0, 4))),     # padding beyond the kernel
+    ((3, 17, 17, 8), (7, 7, 8, 6), (1, 1), ((0, 0), (0, 0))),     # the CNN's 7x7 layer, small
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", FFT_CASES)
+def test_the_fft_gives_both_gradients(x_shape, w_shape, strides, padding):
+  x, w, g = _data(x_shape, w_shape, strides, padding, seed=4)
+  dx, dw = jax.jit(lambda x, w, g: conv_lib._fft_grads(x, w, g, padding))(x, w, g)  # pylint: disable=protected-access
+  want_dx, want_dw = jax.vjp(lambda x, w: _plain(x, w, strides, padding), x, w)[1](g)
+  assert dx.shape == x.shape and dw.shape == w.shape
+  assert dx.dtype == dw.dtype == jnp.float32
+  np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5 * float(jnp.abs(want_dx).max()))
+  np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=1e-5 * float(jnp.abs(want_dw).max()))
+
+
+def test_a_layer_the_rule_sends_to_the_fft_matches_lax():
+  # 7x7 on 17x17 with 8 channels at batch 512: col2im's buffer is over 32 MiB.
+  x_shape, w_shape, none = (512, 17, 17, 8), (7, 7, 8, 8), ((0, 0), (0, 0))
+  assert conv_lib.input_grad_method(x_shape, w_shape, (1, 1), none) == "fft"
+  x, w, g = _data(x_shape, w_shape, (1, 1), none, seed=5)
+  loss = lambda f: (lambda x, w: jnp.sum(f(x, w) * g))
+  ours = lambda x, w: conv_lib.conv(x, w, (1, 1), none, dimension_numbers=DIMS)
+  got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, w)
+  want = jax.grad(loss(lambda x, w: _plain(x, w, (1, 1), none)), argnums=(0, 1))(x, w)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+
+
 @pytest.mark.parametrize("x_shape,w_shape,strides,padding", CASES)
 def test_conv_and_its_gradients_match_lax(x_shape, w_shape, strides, padding):
   x, w, g = _data(x_shape, w_shape, strides, padding, seed=1)
@@ -74,9 +105,15 @@ def test_the_methods_are_chosen_by_shape():
   assert method((16, 224, 224, 3), (7, 7, 3, 64), (2, 2), ((3, 3), (3, 3))) == "rows"
   # SAME padding and many channels: XLA's way multiplies no padding.
   assert method((16, 64, 64, 48), (5, 5, 48, 64), (1, 1), same2) == "xla"
-  # Mostly padding, small buffer / big buffer (the CNN's 7x7 layer on 17x17).
+  # Mostly padding, small buffer / big buffer; a 7x7 kernel with a big buffer goes
+  # through FFTs (the CNN's 7x7 layer on 17x17 and 26x26, the ST-CNN's on 11x11 at 256).
   assert method((64, 9, 9, 20), (5, 5, 20, 20), (1, 1), none) == "col2im"
-  assert method((64, 17, 17, 86), (7, 7, 86, 86), (1, 1), none) == "rows"
+  assert method((256, 13, 13, 20), (5, 5, 20, 20), (1, 1), none) == "rows"
+  assert method((64, 11, 11, 87), (7, 7, 87, 87), (1, 1), none) == "col2im"
+  assert method((64, 17, 17, 86), (7, 7, 86, 86), (1, 1), none) == "fft"
+  assert method((64, 26, 26, 86), (7, 7, 86, 86), (1, 1), none) == "fft"
+  assert method((256, 11, 11, 87), (7, 7, 87, 87), (1, 1), none) == "fft"
+  assert method((64, 17, 17, 86), (7, 7, 86, 86), (2, 2), none) == "rows"
 
 
 def test_other_convolutions_go_to_lax_unchanged():
