@@ -4,17 +4,22 @@ For the convolutions of the paper's networks whose input gradient a training ste
 needs (the MNIST CNN's and ST-CNN's, at batch 64 and 256; SVHN's first convolution
 after its transformer and a wide one; two of BN-Inception's, for CUB), it times
 the input gradient computed three ways: XLA's (``jax.vjp`` of
-``lax.conv_general_dilated``), col2im and rows (``stn_jax.nn.conv``), next to
-PyTorch's ``torch.nn.grad.conv2d_input`` and the forward convolution. For the
-max pools of the MNIST CNN it times the gradient of XLA's ``reduce_window`` max
-(``select_and_scatter``) against ``stn_jax.nn.pooling.max_pool``'s and PyTorch's
+``lax.conv_general_dilated``), col2im and rows (``stn_jax.nn.conv``); XLA's kernel
+gradient; for stride 1 both gradients through FFTs; next to PyTorch's
+``torch.nn.grad.conv2d_input`` and ``conv2d_weight`` and the forward convolution.
+For the max pools of the MNIST CNN it times the gradient of XLA's ``reduce_window``
+max (``select_and_scatter``) against ``stn_jax.nn.pooling.max_pool``'s and PyTorch's
 ``max_pool2d`` backward. Every result is checked against XLA's before timing.
 
 All implementations of a row run in one process, interleaved (the order reversed
 every round), on 2 threads (``OMP_WAIT_POLICY=PASSIVE`` for PyTorch), jitted with
-the trainer's compiler options. The table gives each one's median milliseconds,
-the rounds' spread as min-max of the fastest JAX way relative to its median, and
-the method ``stn_jax.nn.conv.input_grad_method`` picks.
+the trainer's compiler options, with freed memory kept as the trainer keeps it
+(``stn_jax.train.compile.keep_freed_memory``). The table gives each one's median
+milliseconds; a way's backward time is its input gradient plus XLA's kernel
+gradient (the FFT's gives both), and "picked (fastest)" names the way
+``stn_jax.nn.conv.input_grad_method`` picks and, where another was faster, that
+one; the spread is the rounds' min-max of the fastest way's backward time relative
+to its median.
 
     python benchmarks/conv_grad.py [--rounds 5] [--write docs/performance.md]
 """
@@ -114,27 +119,45 @@ def conv_row(spec, options, rounds, round_seconds):
       "xla": (jit(lambda g, w: jax.vjp(lambda v: plain(v, w), x)[1](g)[0]), (g, w)),
       "col2im": (jit(lambda g, w: conv_lib._col2im(g, w, x.shape, strides, padding)), (g, w)),  # pylint: disable=protected-access
       "rows": (jit(lambda g, w: conv_lib._by_rows(g, w, x.shape, strides, padding)), (g, w)),  # pylint: disable=protected-access
+      "xla dW": (jit(lambda x, g: jax.vjp(lambda k: plain(x, k), w)[1](g)[0]), (x, g)),
   }
+  if strides == (1, 1):
+    ways["fft"] = (jit(lambda x, w, g: conv_lib._fft_grads(x, w, g, padding)), (x, w, g))  # pylint: disable=protected-access
   want = ways["xla"][0](g, w)
+  want_dw = ways["xla dW"][0](x, g)
   for name in ("col2im", "rows"):
     rel = _rel(ways[name][0](g, w), want)
     if rel > 1e-4:
       raise AssertionError(f"{where}: {name} differs from XLA's input gradient by {rel:.1e}")
+  if "fft" in ways:
+    dx, dw = ways["fft"][0](x, w, g)
+    rel = max(_rel(dx, want), _rel(dw, want_dw))
+    if rel > 1e-4:
+      raise AssertionError(f"{where}: the FFT's gradients differ from XLA's by {rel:.1e}")
   tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
   tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
   tg = torch.from_numpy(g.transpose(0, 3, 1, 2).copy())
   t_dx = lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tg, stride=s, padding=p)
+  t_dw = lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tg, stride=s, padding=p)
   rel = _rel(t_dx().numpy().transpose(0, 2, 3, 1), want)
+  rel = max(rel, _rel(t_dw().numpy().transpose(2, 3, 1, 0), want_dw))
   if rel > 1e-4:
-    raise AssertionError(f"{where}: PyTorch's input gradient differs by {rel:.1e}")
+    raise AssertionError(f"{where}: PyTorch's gradients differ by {rel:.1e}")
   calls = {name: jax_repeat(f, *a) for name, (f, a) in ways.items()}
   calls["torch"] = torch_repeat(t_dx)
+  calls["torch dW"] = torch_repeat(t_dw)
   ms, times, calls_k = _time(calls, rounds, round_seconds)
   chosen = conv_lib.input_grad_method(x.shape, w.shape, strides, padding)
-  best = min(("xla", "col2im", "rows"), key=ms.get)
-  spread = [t / statistics.median(times[best]) for t in times[best]]
+  # A way's cost in a step: its input gradient plus XLA's kernel gradient; the FFT's both.
+  backward = {name: ms[name] + ms["xla dW"] for name in ("xla", "col2im", "rows")}
+  round_backward = {name: [a + b for a, b in zip(times[name], times["xla dW"])]
+                    for name in backward}
+  if "fft" in ms:
+    backward["fft"], round_backward["fft"] = ms["fft"], times["fft"]
+  best = min(backward, key=backward.get)
+  spread = [t / statistics.median(round_backward[best]) for t in round_backward[best]]
   return {"where": where, "shape": f"{k}x{k} s{s} p{p}, {cin}->{cout} on {h}x{h}", "batch": n,
-          "ms": ms, "chosen": chosen, "best": best, "k": calls_k,
+          "ms": ms, "backward": backward, "chosen": chosen, "best": best, "k": calls_k,
           "spread": (min(spread), max(spread))}
 
 
@@ -165,15 +188,19 @@ def pool_row(spec, options, rounds, round_seconds):
 
 
 def conv_table(rows):
-  out = ["| layer | convolution | batch | forward ms | XLA dX ms | col2im ms | rows ms "
-         "| PyTorch dX ms | picked (fastest) | K | spread |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+  out = ["| layer | convolution | batch | forward ms | XLA dX ms | col2im dX ms | rows dX ms "
+         "| XLA dW ms | FFT dX+dW ms | PyTorch dX ms | PyTorch dW ms | picked (fastest) "
+         "| stn_jax/PyTorch backward time | K | spread |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
   for r in rows:
     m = r["ms"]
     picked = r["chosen"] + ("" if r["chosen"] == r["best"] else f" ({r['best']})")
+    fft = f"{m['fft']:.2f}" if "fft" in m else "-"
+    ratio = r["backward"][r["chosen"]] / (m["torch"] + m["torch dW"])
     out.append(f"| {r['where']} | {r['shape']} | {r['batch']} | {m['forward']:.2f} | "
-               f"{m['xla']:.2f} | {m['col2im']:.2f} | {m['rows']:.2f} | {m['torch']:.2f} | "
-               f"{picked} | {r['k']} | {r['spread'][0]:.2f}-{r['spread'][1]:.2f} |")
+               f"{m['xla']:.2f} | {m['col2im']:.2f} | {m['rows']:.2f} | {m['xla dW']:.2f} | "
+               f"{fft} | {m['torch']:.2f} | {m['torch dW']:.2f} | {picked} | {ratio:.2f} | "
+               f"{r['k']} | {r['spread'][0]:.2f}-{r['spread'][1]:.2f} |")
   return out
 
 
@@ -199,6 +226,7 @@ def main(argv=None):
       f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
   torch.set_num_threads(train_step.THREADS)
   options = compile_lib.compiler_options()
+  compile_lib.keep_freed_memory()
   env = train_step.environment()
   start = time.perf_counter()
   convs, pools = [], []

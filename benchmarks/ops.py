@@ -1,7 +1,7 @@
 """Times stn_jax.ops warps (forward + backward) against PyTorch's grid_sample.
 
     pip install -e '.[bench]'
-    python benchmarks/ops.py [--repeats 20] [--out docs/performance.md]
+    python benchmarks/ops.py [--rounds 7] [--write docs/performance.md]
 
 Three cases sized like the paper's transformers, each "grid + bilinear sample +
 gradient of a weighted sum":
@@ -13,20 +13,24 @@ gradient of a weighted sum":
      w.r.t. the parameters; JAX both with the gather sampler and with the
      separable (two-matmul) one.
 
-Both frameworks run in one process on the same threads. Every array is an
-argument of the jitted JAX function (constants closed over would be folded by
-XLA at compile time and flatter the timing). Before timing, each case checks
-that the two frameworks agree on the outputs and the gradients. Reported times
-are the median of ``--repeats`` steady-state calls, after compilation and
-warm-up. Results go to a Markdown table together with the machine and versions.
+The project's timing rule: both frameworks in one process on 2 threads
+(``OMP_WAIT_POLICY=PASSIVE`` set before torch is imported, ``torch.set_num_threads``),
+JAX jitted with the trainer's compiler options and freed memory kept as the
+trainer keeps it; after warm-up, interleaved rounds of K calls of each (the order
+reversed every round). Every array is an argument of the jitted function (constants
+closed over would be folded by XLA at compile time and flatter the timing). Before
+timing, each case checks that the two frameworks agree on the outputs and the
+gradients. The table gives each implementation's median milliseconds per call and,
+per round, stn_jax's time over PyTorch's (median and min-max over the rounds).
 """
 
-import argparse
-import datetime
 import os
-import pathlib
-import platform
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch is imported (the timing rule)
+
+import argparse  # pylint: disable=wrong-import-position
 import statistics
+import sys
 import time
 
 import jax
@@ -34,23 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import ops
+from stn_jax.train import compile as compile_lib
 
 try:
   import torch
   import torch.nn.functional as F
-except ImportError as e:  # pragma: no cover - a message for the user
-  raise SystemExit("benchmarks/ops.py compares against PyTorch: pip install -e '.[bench]'") from e
+except ImportError:  # pragma: no cover - a message for the user
+  sys.exit("benchmarks/ops.py compares against PyTorch: pip install -e '.[bench]'")
 
-
-def _median_ms(fn, repeats):
-  fn()  # warm-up (compilation for JAX)
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+from interleave import calls_per_round, interleaved, jax_repeat, torch_repeat
+import train_step
 
 
 def _affine_thetas(rng, n):
@@ -76,14 +73,14 @@ def _attention_theta(p):
                    np.stack([zero, p[:, 0], p[:, 2]], -1)], 1)
 
 
-def _jax_step(transform, out_hw, wrt, separable=False):
+def _jax_step(transform, out_hw, wrt, options, separable=False):
   """jit(value_and_grad) of sum(cotangent * warp(image, params))."""
 
   def loss(image, params, cotangent):
     out = ops.warp(image, params, out_hw, transform=transform, separable=separable)
     return jnp.sum(out * cotangent)
 
-  return jax.jit(jax.value_and_grad(loss, argnums=wrt))
+  return jax.jit(jax.value_and_grad(loss, argnums=wrt), compiler_options=options or None)
 
 
 def _torch_step(image, theta, cotangent, out_hw, need_image_grad):
@@ -97,7 +94,8 @@ def _torch_step(image, theta, cotangent, out_hw, need_image_grad):
   return value, image.grad, theta.grad
 
 
-def run_case(name, *, n, in_hw, channels, out_hw, transform, image_grad, separable, repeats, rng):
+def run_case(name, *, n, in_hw, channels, out_hw, transform, image_grad, separable, rng,
+             options, rounds, round_seconds):
   image = rng.uniform(0, 1, (n, *in_hw, channels)).astype(np.float32)
   params = _affine_thetas(rng, n) if transform == "affine" else _attention_params(rng, n)
   theta = params if transform == "affine" else _attention_theta(params)
@@ -122,9 +120,9 @@ def run_case(name, *, n, in_hw, channels, out_hw, transform, image_grad, separab
   keep = ~edge_flip
   print(f"{name}: {edge_flip.sum()} of {n} samples have a grid point on the other side of a "
         "pixel edge in float32; their gradients are not compared", flush=True)
-  rows = []
+  calls = {}
   for sep in separable:
-    step = _jax_step(transform, out_hw, wrt, separable=sep)
+    step = _jax_step(transform, out_hw, wrt, options, separable=sep)
     value, grads = step(*jax_args)
     g_image, g_params = grads if image_grad else (None, grads)
     np.testing.assert_allclose(float(value), float(t_value.detach()), rtol=1e-4, atol=1e-2)
@@ -138,15 +136,31 @@ def run_case(name, *, n, in_hw, channels, out_hw, transform, image_grad, separab
     if image_grad:
       np.testing.assert_allclose(np.asarray(g_image)[keep],
                                  t_gimage.permute(0, 2, 3, 1).numpy()[keep], rtol=1e-4, atol=1e-4)
-
-    def jax_call(step=step):
-      jax.block_until_ready(step(*jax_args))
-
-    label = "separable" if sep else "gather"
-    rows.append((name, f"stn_jax ({label})", _median_ms(jax_call, repeats)))
-  torch_ms = _median_ms(lambda: _torch_step(t_image, t_theta, t_cot, out_hw, image_grad), repeats)
-  rows.append((name, "torch grid_sample", torch_ms))
+    calls["separable" if sep else "gather"] = jax_repeat(step, *jax_args)
+  calls["torch"] = torch_repeat(lambda: _torch_step(t_image, t_theta, t_cot, out_hw, image_grad))
+  for call in calls.values():
+    call(1)
+  k = calls_per_round(calls, round_seconds)
+  times = interleaved(calls, rounds, k)
+  rows = []
+  for label, t in times.items():
+    if label == "torch":
+      continue
+    ratios = [a / b for a, b in zip(t, times["torch"])]
+    rows.append({"case": name, "way": label, "ms": 1e3 * statistics.median(t),
+                 "torch_ms": 1e3 * statistics.median(times["torch"]),
+                 "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                 "k": k, "rounds": rounds})
   return rows
+
+
+def table(rows):
+  lines = ["| case | stn_jax sampler | stn_jax ms | PyTorch ms | stn_jax/PyTorch time: median "
+           "| min-max | K x rounds |", "|---|---|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    lines.append(f"| {r['case']} | {r['way']} | {r['ms']:.1f} | {r['torch_ms']:.1f} | "
+                 f"{r['ratio']:.2f} | {r['min']:.2f}-{r['max']:.2f} | {r['k']} x {r['rounds']} |")
+  return lines
 
 
 CASES = [
@@ -160,51 +174,32 @@ CASES = [
 ]
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--repeats", type=int, default=20)
-  parser.add_argument("--out", default=str(pathlib.Path(__file__).parents[1] / "docs" /
-                                           "performance.md"))
-  args = parser.parse_args()
-  threads = os.cpu_count()
-  torch.set_num_threads(threads)
+  parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--round-seconds", type=float, default=0.4)
+  parser.add_argument("--only", help="run the cases whose name starts with this letter")
+  parser.add_argument("--write", metavar="FILE", help="put the table into FILE's marked block")
+  args = parser.parse_args(argv)
+  args.command = "python benchmarks/ops.py" + "".join(
+      f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+  torch.set_num_threads(train_step.THREADS)
+  options = compile_lib.compiler_options()
+  compile_lib.keep_freed_memory()
+  env = train_step.environment()
+  start = time.perf_counter()
   rng = np.random.default_rng(0)
   rows = []
   for case in CASES:
-    case_rows = run_case(**case, repeats=args.repeats, rng=rng)
-    for row in case_rows:
-      print(f"{row[0]:60s} {row[1]:22s} {row[2]:9.1f} ms", flush=True)
-    rows.extend(case_rows)
-
-  device = jax.devices()[0]
-  lines = [
-      "# Performance of stn_jax.ops",
-      "",
-      "Written by `python benchmarks/ops.py` (see its docstring for what each case computes);",
-      "times are the median of "
-      f"{args.repeats} steady-state calls of grid + bilinear sample + backward, in milliseconds.",
-      "Before timing, the script checked that both frameworks agree on the outputs and the",
-      "gradients. Samples where the two float32 grids put a point on different sides of a",
-      "pixel edge (an ulp apart) are left out of the gradient check, because the",
-      "piecewise-linear gradient jumps there. In float64 the tests show exact agreement.",
-      "",
-      f"- date: {datetime.date.today().isoformat()}",
-      f"- machine: {platform.machine()}, {threads} CPU threads visible "
-      f"({platform.processor() or 'unknown processor'}), {platform.system()}",
-      f"- JAX device: {device.platform} ({device.device_kind})",
-      f"- jax {jax.__version__}, numpy {np.__version__}, torch {torch.__version__} "
-      f"(torch threads: {torch.get_num_threads()}), Python {platform.python_version()}",
-      "",
-      "| case | implementation | ms |",
-      "|---|---|---|",
-  ]
-  lines += [f"| {c} | {impl} | {ms:.1f} |" for c, impl, ms in rows]
-  out = pathlib.Path(args.out)
-  # Keep the sections other benchmarks write below this table (from the first "## ").
-  old = out.read_text().split("\n") if out.exists() else []
-  rest = next((old[i:] for i, line in enumerate(old) if line.startswith("## ")), [])
-  out.write_text("\n".join(lines + ([""] + rest if rest else [""])).rstrip("\n") + "\n")
-  print(f"wrote {args.out}")
+    if args.only and not case["name"].startswith(args.only):
+      continue
+    rows.extend(run_case(**case, rng=rng, options=options, rounds=args.rounds,
+                         round_seconds=args.round_seconds))
+    print("\n".join(table(rows)[-1:]), flush=True)
+  lines = train_step.header_lines(env, args, time.perf_counter() - start) + [""] + table(rows)
+  print("\n".join(lines))
+  if args.write:
+    train_step.write_blocks(args.write, {"sampler": lines}, script="ops.py")
 
 
 if __name__ == "__main__":

@@ -181,9 +181,10 @@ def split_parts(model, params, twin, images, labels, options):
     to_hwio = lambda a: a.permute(2, 3, 1, 0)
     add(f"{label}: forward", fwd, (xs, ws), t_fwd,
         lambda f=fwd, a=(xs, ws), t=t_fwd: (f(*a), to_nhwc(t())))
-    add(f"{label}: weight gradient", wgrad, (xs, ws, cts), t_wgrad,
-        lambda f=wgrad, a=(xs, ws, cts), t=t_wgrad: (f(*a), to_hwio(t())))
     method = conv_lib.input_grad_method((n, *hwc), kshape, (1, 1), ((0, 0), (0, 0)))
+    add(f"{label}: weight gradient" + (" (fft)" if method == "fft" else ""), wgrad,
+        (xs, ws, cts), t_wgrad,
+        lambda f=wgrad, a=(xs, ws, cts), t=t_wgrad: (f(*a), to_hwio(t())))
     suffix = f" ({method})" if needed else f" ({method}; not part of the step)"
     add(f"{label}: input gradient{suffix}", igrad, (xs, ws, cts), t_igrad,
         lambda f=igrad, a=(xs, ws, cts), t=t_igrad: (f(*a), to_nhwc(t())))
