@@ -3,7 +3,7 @@
     pip install -e '.[bench]'
     STN_MNIST_DIR=... python benchmarks/train_step.py [--rounds 7] [--models cnn,st_cnn]
         [--inputs rts,tc] [--batches 64,256] [--cases rts:cnn:64,...] [--split] [--no-steps]
-        [--variants trainer,xla_default] [--write docs/performance.md]
+        [--variants trainer,xla_default,dots_only] [--write docs/performance.md]
 
 What is timed, per case (model x input x batch):
 
@@ -50,7 +50,7 @@ convolution's forward, weight gradient and input gradient against
 ``--variants`` compiles the JAX side more than one way, timed in the same rounds:
 ``trainer`` (the trainer's compilation, ``stn_jax.train.compile``) and
 ``xla_default`` (XLA's own CPU defaults: YNNPACK takes the dot, convolution and
-reduce fusions). Each variant is checked against the twin as above; only the
+reduce fusions) and ``dots_only`` (YNNPACK takes the dots alone). Each variant is checked against the twin as above; only the
 trainer's must agree, another's disagreement is reported.
 
 ``--write FILE`` puts the tables between ``<!-- begin train_step.py:NAME -->``
@@ -108,7 +108,10 @@ THREADS = 2
 XLA_DEFAULT_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}
-VARIANTS = ("trainer", "xla_default")
+# YNNPACK for dots only: its reductions were slow on the samplers' few-channel sums
+# (benchmarks/ops.py's CUB case).
+DOTS_ONLY_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+VARIANTS = ("trainer", "xla_default", "dots_only")
 
 
 def trainer_options():
@@ -117,7 +120,9 @@ def trainer_options():
 
 
 def variant_options(variant):
-  return trainer_options() if variant == "trainer" else dict(XLA_DEFAULT_OPTIONS)
+  if variant == "trainer":
+    return trainer_options()
+  return dict(XLA_DEFAULT_OPTIONS if variant == "xla_default" else DOTS_ONLY_OPTIONS)
 
 
 # ----------------------------------------------------------------------------- configs and data

@@ -10,7 +10,9 @@ slower than XLA's own: measured by ``python benchmarks/train_step.py
 without convolutions in the list (docs/performance.md, "Convolutions out of
 YNNPACK"), the CNN's training step is 2.1-3.5x faster without them and the
 ST-CNN's 1.06-1.3x; the FCNs compile to the same program. Dots and reductions
-stay with YNNPACK. Nothing changes on GPUs and TPUs.
+stay with YNNPACK: without its reductions (``--variants trainer,dots_only``) the
+FCN steps were 4-21% slower and the others within noise, though the samplers'
+few-channel sums gain (docs/performance.md). Nothing changes on GPUs and TPUs.
 
 If this jaxlib does not know the option (an older XLA, or a newer one that
 renamed it), no options are given, rather than failing every compilation.
