@@ -83,6 +83,7 @@ def smoke_run(data_dir, backbone, tmp_path_factory):
   return workdir, results
 
 
+@pytest.mark.slow  # 20 s: a real training run of the BN-Inception network
 def test_smoke_run_leaves_checkpoints_metrics_and_results(smoke_run, backbone):
   workdir, results = smoke_run
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]

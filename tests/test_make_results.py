@@ -41,6 +41,7 @@ def test_gap_variants_change_only_digits_or_steps(make_results):
     assert c.batch_size == base.batch_size and c.data.distortion == base.data.distortion
 
 
+@pytest.mark.slow  # 30 s: two real training runs
 def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeypatch, capsys):
   cheap = [("rts", "fcn", None), ("rts", "st_fcn", None)]
   monkeypatch.setattr(make_results, "RUNS", cheap)

@@ -108,8 +108,10 @@ def test_forward_and_backward(name, options):
     assert out.shape == expected.get(name, (2, 10))
 
 
-@pytest.mark.parametrize("name,options", [c for c in CASES if c[0] not in (
-    "fcn", "cnn", "coloc_encoder", "svhn_cnn")])
+# cub_cnn's identity check (15 s) too goes with -m slow.
+@pytest.mark.parametrize("name,options", [
+    pytest.param(n, o, marks=pytest.mark.slow) if n in _LONG + ("cub_cnn",) else (n, o)
+    for n, o in CASES if n not in ("fcn", "cnn", "coloc_encoder", "svhn_cnn")])
 def test_transformers_start_at_identity(name, options):
   """At initialisation every transformer's theta is its transform's identity and
   its output is its input resampled on the identity grid."""
@@ -224,6 +226,7 @@ def test_budget_is_met():
     assert abs(models.count_params(model, shape) - 400_000) < 0.01 * 400_000
 
 
+@pytest.mark.slow  # 25 s: builds every model of the table
 def test_docs_models_table_matches_the_code():
   text = (pathlib.Path(__file__).parents[1] / "docs" / "models.md").read_text()
   table = re.findall(r"^\| (.+?) \| `(\S+)` \| (.*?) \| .*? \| ([\d,]+) \|", text, re.M)
