@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax.ops import _checks
+from stn_jax.ops._dtypes import compute_dtype
 
 __all__ = [
     "affine_grid",
@@ -25,11 +26,6 @@ __all__ = [
     "tps_grid",
     "tps_transform_points",
 ]
-
-
-def compute_dtype(dtype):
-  """Coordinates are computed in at least float32: bfloat16 cannot hold pixel positions."""
-  return jnp.promote_types(dtype, jnp.float32)
 
 
 def base_coordinates(size: int, *, align_corners: bool = False) -> np.ndarray:
@@ -123,10 +119,10 @@ def attention_grid(params, out_hw, *, align_corners: bool = False) -> jax.Array:
   """
   _checks.check_trailing(params, "params", (3,), "(..., 3) = (s, tx, ty)")
   _checks.check_floating(params, "params")
-  return affine_grid(attention_to_affine(params), out_hw, align_corners=align_corners)
+  return affine_grid(_attention_to_affine(params), out_hw, align_corners=align_corners)
 
 
-def attention_to_affine(params) -> jax.Array:
+def _attention_to_affine(params) -> jax.Array:
   """``(..., 3)`` ``(s, tx, ty)`` to ``(..., 2, 3)`` affine matrices."""
   params = jnp.asarray(params)
   s, tx, ty = params[..., 0], params[..., 1], params[..., 2]

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from stn_jax.ops import _checks
-from stn_jax.ops.grids import compute_dtype
+from stn_jax.ops._dtypes import compute_dtype
 
 __all__ = ["MODES", "PADDING_MODES", "sample", "sample_separable"]
 
@@ -294,11 +294,10 @@ def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str =
   ishape = _checks.check_min_rank(image, "image", 3, "(..., H, W, C)")
   xshape = _checks.check_min_rank(x, "x", 1, "(..., Wo)")
   yshape = _checks.check_min_rank(y, "y", 1, "(..., Ho)")
-  for name, shape in (("image", ishape[:-3]), ("x", xshape[:-1]), ("y", yshape[:-1])):
-    if shape != ishape[:-3]:
-      raise ValueError(
-          f"`image`, `x` and `y` must have the same leading (batch) dimensions, but got "
-          f"image {ishape}, x {xshape} and y {yshape}.")
+  if xshape[:-1] != ishape[:-3] or yshape[:-1] != ishape[:-3]:
+    raise ValueError(
+        f"`image`, `x` and `y` must have the same leading (batch) dimensions, but got "
+        f"image {ishape}, x {xshape} and y {yshape}.")
   for name, arr in (("image", image), ("x", x), ("y", y)):
     _checks.check_floating(arr, name)
   image = jnp.asarray(image)

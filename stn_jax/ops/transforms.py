@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax.ops import _checks, grids, sampling
+from stn_jax.ops._dtypes import compute_dtype
 
 __all__ = ["Transform", "TRANSFORMS", "get_transform", "warp"]
 
@@ -68,7 +69,7 @@ class Transform:
 
 def _scale_translate_axes(sx, sy, tx, ty, out_hw, align_corners):
   h, w = out_hw
-  ct = grids.compute_dtype(sx.dtype)
+  ct = compute_dtype(sx.dtype)
   bx = jnp.asarray(grids.base_coordinates(w, align_corners=align_corners), ct)
   by = jnp.asarray(grids.base_coordinates(h, align_corners=align_corners), ct)
   x = sx.astype(ct)[..., None] * bx + tx.astype(ct)[..., None]
@@ -186,7 +187,8 @@ def get_transform(name, **options) -> Transform:
 
 
 def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool] = None,
-         **sample_kwargs) -> jax.Array:
+         mode: str = "bilinear", padding_mode: str = "zeros",
+         align_corners: bool = False) -> jax.Array:
   """Warps images by transform parameters: grid generation and sampling in one call.
 
   Args:
@@ -199,7 +201,7 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
       ``None`` (default) uses it for axis-aligned transforms on TPU, whose
       gathers are slow; on CPU the gather was measured faster for large
       images (docs/performance.md), so elsewhere it is opt-in.
-    **sample_kwargs: ``mode``, ``padding_mode``, ``align_corners``, as in :func:`sample`.
+    mode, padding_mode, align_corners: as in :func:`sample`.
 
   Returns:
     ``(..., Ho, Wo, C)`` warped images, dtype of ``image``.
@@ -210,17 +212,13 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
   (4, 21, 21, 1)
   """
   t = get_transform(transform)
-  unknown = set(sample_kwargs) - {"mode", "padding_mode", "align_corners"}
-  if unknown:
-    raise ValueError(f"Unknown argument(s) {sorted(unknown)}; warp passes only mode, "
-                     "padding_mode and align_corners on to the sampler.")
   ishape = _checks.check_min_rank(image, "image", 3, "(..., H, W, C)")
   pshape = _checks.check_min_rank(params, "params", 1, f"(..., {t.num_params})")
   if pshape[:-1] != ishape[:-3]:
     raise ValueError(
         f"`params` must have one parameter vector per image: `image` has shape {ishape} (batch "
         f"{ishape[:-3]}) but `params` has shape {pshape} (batch {pshape[:-1]}).")
-  align_corners = sample_kwargs.get("align_corners", False)
+  sample_kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
   if separable is None:
     separable = t.separable and jax.default_backend() == "tpu"
   if separable:
