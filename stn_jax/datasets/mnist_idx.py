@@ -1,4 +1,4 @@
-"""MNIST from the original IDX files, read with NumPy only.
+"""MNIST's original IDX files: found, read and checked with NumPy only.
 
 The directory is the ``data_dir`` argument, else the ``STN_MNIST_DIR``
 environment variable, else ``data/mnist`` under the current working directory.
@@ -22,7 +22,6 @@ never starts JAX or TensorFlow.
 from __future__ import annotations
 
 import gzip
-import operator
 import os
 import pathlib
 import struct
@@ -35,9 +34,10 @@ from stn_jax.errors import DataError
 __all__ = [
     "ENV_VAR",
     "MnistNotFoundError",
+    "check_split",
     "find_mnist_dir",
-    "load_mnist",
-    "split_train_validation",
+    "load_idx",
+    "read_idx_pair",
 ]
 
 ENV_VAR = "STN_MNIST_DIR"
@@ -198,52 +198,26 @@ def _parse_idx(path: pathlib.Path, data: bytes, magic: int, ndim: int) -> np.nda
   return np.frombuffer(data, np.uint8, offset=header_size).reshape(shape).copy()
 
 
-def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *,
-               source: str = "idx") -> tuple[np.ndarray, np.ndarray]:
-  """Images and labels of one MNIST split.
-
-  Args:
-    split: ``'train'`` or ``'test'`` (the t10k files). Carve a validation set
-      out of ``'train'`` with ``split_train_validation``.
-    data_dir: with ``source='idx'``, the directory of the IDX files (if None,
-      as ``find_mnist_dir``); with ``source='tfds'``, the directory of prepared
-      datasets (if None, ``$STN_TFDS_DIR``, else ``data/tfds``).
-    source: ``'idx'`` reads local IDX files; ``'tfds'`` reads the ``stn_mnist``
-      TFDS dataset, downloading and preparing it on first use
-      (:mod:`stn_jax.datasets.mnist_tfds`; needs tensorflow-datasets, not
-      TensorFlow).
-
-  Returns:
-    ``(images, labels)``: ``(N, 28, 28)`` uint8 pixels in ``0..255`` (0 is
-    background) and ``(N,)`` uint8 labels in ``0..9``, in file order.
+def load_idx(split: str,
+             data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Images and labels of the MNIST split ``'train'`` or ``'test'`` (the t10k files) from
+  the IDX files in ``data_dir`` (if None, as :func:`find_mnist_dir`): ``(N, 28, 28)`` and
+  ``(N,)`` uint8 arrays in file order, checked as the module says.
 
   Raises:
     MnistNotFoundError: the directory, or a file of the split, is missing.
-    ValueError: ``split`` is unknown, two candidate training subsets are in
-      the directory, or a file is corrupt (the message names it).
-
-  With the files in place:
-
-  >>> images, labels = load_mnist("test")  # doctest: +SKIP
-  >>> images.shape, images.dtype, labels[:3]  # doctest: +SKIP
-  ((10000, 28, 28), dtype('uint8'), array([7, 2, 1], dtype=uint8))
-
-  There is no validation split on file:
-
-  >>> load_mnist("validation")  # doctest: +ELLIPSIS
-  Traceback (most recent call last):
-  ...
-  ValueError: split must be 'train' or 'test', got 'validation'. For a validation set, ...
+    ValueError: ``split`` is unknown, two candidate training subsets are in the
+      directory, or a file is corrupt (the message names it).
   """
+  check_split(split)
+  return read_idx_pair(*_find_files(*_resolve_dir(data_dir), split))
+
+
+def check_split(split: str) -> None:
+  """Raises a ValueError unless ``split`` is ``'train'`` or ``'test'``."""
   if split not in _PREFIXES:
     raise ValueError(f"split must be 'train' or 'test', got {split!r}. For a validation set, "
                      "split the 'train' split with split_train_validation.")
-  if source == "tfds":
-    from stn_jax.datasets import mnist_tfds  # pylint: disable=import-outside-toplevel
-    return mnist_tfds.load(split, data_dir=data_dir)
-  if source != "idx":
-    raise ValueError(f"source must be 'idx' or 'tfds', got {source!r}.")
-  return read_idx_pair(*_find_files(*_resolve_dir(data_dir), split))
 
 
 def read_idx_pair(images_path: str | os.PathLike,
@@ -265,46 +239,3 @@ def read_idx_pair(images_path: str | os.PathLike,
     raise DataError(f"{labels_path} has {bad.size} labels outside 0-{_NUM_CLASSES - 1}, the "
                     f"first {labels[bad[0]]} at index {bad[0]}.{_REPLACE}")
   return images, labels
-
-
-def split_train_validation(num_examples: int, num_validation: int,
-                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """A seeded random split of ``range(num_examples)`` into training and validation indices.
-
-  The order comes from the raw output of NumPy's PCG64 bit generator, whose
-  stream is fixed across NumPy versions (``Generator.permutation`` is not
-  promised to be), so a seed gives the same split on every machine.
-
-  Args:
-    num_examples: size of the set to split.
-    num_validation: how many indices go to validation, in ``[0, num_examples]``.
-    seed: non-negative integer; each seed gives a different split.
-
-  Returns:
-    ``(train_idx, val_idx)``: int64 arrays of ``num_examples - num_validation``
-    and ``num_validation`` indices, disjoint, together a permutation of
-    ``range(num_examples)``, each in random order.
-
-  Raises:
-    ValueError: a size is negative, ``num_validation > num_examples``, or
-      ``seed`` is negative.
-
-  >>> train_idx, val_idx = split_train_validation(10, 3, seed=0)
-  >>> len(train_idx), len(val_idx)
-  (7, 3)
-  >>> sorted(train_idx.tolist() + val_idx.tolist()) == list(range(10))
-  True
-  """
-  num_examples = operator.index(num_examples)
-  num_validation = operator.index(num_validation)
-  seed = operator.index(seed)
-  if num_examples < 0:
-    raise ValueError(f"num_examples must be non-negative, got {num_examples}.")
-  if not 0 <= num_validation <= num_examples:
-    raise ValueError(f"num_validation must be between 0 and num_examples ({num_examples}), "
-                     f"got {num_validation}.")
-  if seed < 0:
-    raise ValueError(f"seed must be a non-negative integer, got {seed}.")
-  keys = np.random.PCG64(seed).random_raw(num_examples)
-  order = np.argsort(keys, kind="stable").astype(np.int64)
-  return order[num_validation:], order[:num_validation]

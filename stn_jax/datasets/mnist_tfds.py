@@ -25,7 +25,7 @@ import urllib.request
 import numpy as np
 import tensorflow_datasets as tfds
 
-from stn_jax.datasets import mnist, prepared
+from stn_jax.datasets import mnist_idx, prepared
 
 __all__ = ["StnMnist", "URL", "check_download_host", "load"]
 
@@ -65,7 +65,7 @@ class StnMnist(tfds.core.GeneratorBasedBuilder):
     manual = _manual_dir(dl_manager)
     if manual is not None:
       logging.info("stn_mnist: reading the IDX files in %s", manual)
-      return {split: self._generate_examples(mnist.load_mnist(split, data_dir=manual))
+      return {split: self._generate_examples(mnist_idx.load_idx(split, manual))
               for split in _FILES}
     check_download_host()  # seconds, where TFDS alone would retry for minutes
     paths = dl_manager.download({f"{split}_{kind}": URL + name
@@ -138,9 +138,9 @@ def check_download_host(url: str = URL, *, timeout: float = 5.0, data_dir=None) 
   try:
     _connect(host, port, timeout)
   except OSError as e:
-    raise mnist.MnistNotFoundError(
+    raise mnist_idx.MnistNotFoundError(
         f"{what}TFDS could not download MNIST: {parts.hostname} cannot be reached{via} ({e}). "
-        f"Without internet, point {mnist.ENV_VAR} at a directory of the four MNIST IDX files "
+        f"Without internet, point {mnist_idx.ENV_VAR} at a directory of the four MNIST IDX files "
         "and use the default source 'idx' (drop --config.data.source=tfds), or prepare the "
         "dataset where there is internet and copy it over (python -m stn_jax.datasets.prepare "
         "mnist --data_dir=DIR).") from None
@@ -155,7 +155,7 @@ def _read_gz_pair(images_path, labels_path):
       link = pathlib.Path(tmp) / name
       link.symlink_to(os.path.abspath(os.fspath(path)))
       links.append(link)
-    return mnist.read_idx_pair(*links)
+    return mnist_idx.read_idx_pair(*links)
 
 
 def load(split: str, *, data_dir=None, download: bool = True):
@@ -180,10 +180,10 @@ def load(split: str, *, data_dir=None, download: bool = True):
     try:
       prepared.prepare("mnist", data_dir=data_dir)
     except Exception as e:  # a failed download shows up as many different errors
-      raise mnist.MnistNotFoundError(
+      raise mnist_idx.MnistNotFoundError(
           f"MNIST is not prepared under {os.path.abspath(prepared.resolve_data_dir(data_dir))!r} "
           f"and TFDS could not download it ({type(e).__name__}: {e}). On a machine without "
-          f"internet, point {mnist.ENV_VAR} at a directory of the four IDX files and use the "
+          f"internet, point {mnist_idx.ENV_VAR} at a directory of the four IDX files and use the "
           "default source 'idx' instead.") from e
     source = prepared.data_source("mnist", split, data_dir=data_dir)
   records = source.__getitems__(range(len(source)))
