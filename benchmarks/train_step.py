@@ -91,7 +91,7 @@ except ImportError as e:  # pragma: no cover - a message for the user
 
 from stn_jax.datasets import MnistNotFoundError, distortions, load_mnist
 from stn_jax.train import compile as compile_lib
-from stn_jax.train import tasks, trainer
+from stn_jax.train import mnist_task, trainer
 
 import step_split
 from interleave import calls_per_round, interleaved, jax_repeat, ratio_stats, torch_repeat
@@ -140,7 +140,7 @@ def load_config(variant, batch_size, mnist_dir=None):
   return config
 
 
-class PreDistorted(tasks.DistortedMnist):
+class PreDistorted(mnist_task.DistortedMnist):
   """The distorted-MNIST task with batches distorted before the step (the twin has no
   distortion, and both must see the same images)."""
 

@@ -73,3 +73,45 @@ def test_readme_example_runs_and_warps():
   assert not np.allclose(warped, images)
   grid = ops.affine_grid(theta.reshape(8, 2, 3), (28, 28))
   np.testing.assert_allclose(warped, ops.sample(images, grid), rtol=1e-6, atol=1e-6)
+
+
+def _stn_jax_imports():
+  """{module: the stn_jax modules it imports, at the top or inside a function}, from the
+  source files."""
+  import ast
+  import pathlib
+  root = pathlib.Path(ops.__file__).parents[1]
+  modules = {}
+  for path in root.rglob("*.py"):
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+  edges = {name: set() for name in modules}
+  for name, path in modules.items():
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+      if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stn_jax"):
+        for alias in node.names:
+          child = f"{node.module}.{alias.name}"
+          edges[name].add(child if child in modules else node.module)
+      elif isinstance(node, ast.Import):
+        edges[name].update(a.name for a in node.names if a.name in modules)
+  return edges
+
+
+def test_no_module_of_stn_jax_imports_itself_back():
+  edges = _stn_jax_imports()
+  assert "stn_jax.train.colocalisation" in edges["stn_jax.train.run"]  # the walk sees imports
+
+  def cycle_from(start):
+    stack, seen = [(start, [start])], set()
+    while stack:
+      name, path = stack.pop()
+      for nxt in edges.get(name, ()):
+        if nxt == start:
+          return path + [start]
+        if nxt not in seen:
+          seen.add(nxt)
+          stack.append((nxt, path + [nxt]))
+    return None
+
+  cycles = [c for c in map(cycle_from, sorted(edges)) if c]
+  assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

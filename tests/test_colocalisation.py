@@ -278,3 +278,18 @@ def test_same_scale_crops_read_windows_of_the_given_scale():
   np.testing.assert_allclose(whole, images[:2], atol=1e-5)
   big = coloc.same_scale_crops(key, jnp.ones((64, 84, 84, 1)), jnp.full((64,), 2.0), (84, 84))
   np.testing.assert_allclose(np.asarray(big).sum((1, 2, 3)), 84 * 84 / 4, rtol=0.02)
+
+
+def test_the_entry_hands_the_task_to_its_loop_and_the_trainer_refuses_it(tmp_path, monkeypatch):
+  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  c = load_config("t,3")
+  calls = []
+  monkeypatch.setattr(coloc, "train_colocalisation", lambda *a: calls.append(a) or {"ok": 1})
+  assert train.train_and_evaluate(c, str(tmp_path)) == {"ok": 1} and len(calls) == 1
+  with pytest.raises(ValueError, match="runs on JAX's default device"):
+    train.train_and_evaluate(c, str(tmp_path), devices=[object()])
+  with pytest.raises(ValueError, match="has a loop of its own: run it with "
+                     "stn_jax.train.train_and_evaluate"):
+    trainer.train_and_evaluate(c, str(tmp_path))
+  assert not os.listdir(tmp_path)  # refused before writing anything

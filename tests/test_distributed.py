@@ -25,7 +25,7 @@ ARGS = ["--config=experiments/distorted_mnist.py:rts,st_cnn,smoke", "--config.te
 _REFERENCE = """
 import runpy, sys
 import numpy as np
-from stn_jax.train import tasks
+from stn_jax.train import mnist_task
 
 
 class Joined:
@@ -47,8 +47,8 @@ class Joined:
       it.set_state(state[str(i)])
 
 
-per_process = tasks.DistortedMnist.train_iterator
-tasks.DistortedMnist.train_iterator = lambda self, index, count: Joined(
+per_process = mnist_task.DistortedMnist.train_iterator
+mnist_task.DistortedMnist.train_iterator = lambda self, index, count: Joined(
     [per_process(self, i, 2) for i in range(2)])
 sys.argv[0] = "stn_jax.main"
 runpy.run_module("stn_jax.main", run_name="__main__")

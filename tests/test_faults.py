@@ -25,7 +25,7 @@ from stn_jax import train
 from stn_jax.errors import ConfigError
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import tasks
+from stn_jax.train import mnist_task
 from experiment_configs import REPO, configure
 
 CONFIG = "experiments/distorted_mnist.py:rts,st_fcn,smoke"
@@ -405,13 +405,13 @@ def smoke_config(mnist_dir, variant="rts,st_fcn,smoke", **overrides):
 
 
 def test_no_checkpoint_holds_non_finite_parameters(mnist_dir, tmp_path, monkeypatch):
-  clean = tasks.DistortedMnist.device_batch
+  clean = mnist_task.DistortedMnist.device_batch
 
   def poisoned(self, batch, key):  # every image is NaN
     images, labels = clean(self, batch, key)
     return images * np.float32("nan"), labels
 
-  monkeypatch.setattr(tasks.DistortedMnist, "device_batch", poisoned)
+  monkeypatch.setattr(mnist_task.DistortedMnist, "device_batch", poisoned)
   # The first evaluation (step 3) always improves on "none yet" and asks for a best
   # checkpoint while the losses of steps 1-3 are not logged yet (every 4): an older version
   # saved NaN parameters there, and said no checkpoint had been saved.

@@ -16,7 +16,7 @@ import pytest
 
 from stn_jax import train
 from stn_jax.train import checkpoint as ckpt
-from stn_jax.train import tasks
+from stn_jax.train import mnist_task
 from stn_jax.train.config import parse_variant
 from experiment_configs import REPO, configure, load_config
 
@@ -91,13 +91,13 @@ def test_a_workdir_of_another_model_is_refused(straight, mnist_dir):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path,
                                                                    monkeypatch):
   train.train_and_evaluate(smoke_config(mnist_dir, num_steps=3), str(tmp_path))
-  clean = tasks.DistortedMnist.device_batch
+  clean = mnist_task.DistortedMnist.device_batch
 
   def poisoned(self, batch, key):  # every image from step 4 on is NaN
     images, labels = clean(self, batch, key)
     return images * np.float32("nan"), labels
 
-  monkeypatch.setattr(tasks.DistortedMnist, "device_batch", poisoned)
+  monkeypatch.setattr(mnist_task.DistortedMnist, "device_batch", poisoned)
   with pytest.raises(train.NonFiniteLossError,
                      match="became nan at step 4.*last good checkpoint \\(step 3\\) is intact"):
     train.train_and_evaluate(smoke_config(mnist_dir), str(tmp_path))

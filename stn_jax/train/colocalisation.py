@@ -56,21 +56,19 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from stn_jax import models, ops
 from stn_jax.datasets import distortions, load_mnist
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import faults, optim, stopping, trainer
-from stn_jax.train.trainer import TrainState
+from stn_jax.train import faults, loop, optim, stopping, trainer
+from stn_jax.train.loop import TrainState
 
 __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_crops",
            "same_scale_crops", "sample_pairs", "theta_from_box", "train_colocalisation",
            "triplet_hinge"]
-
-# The trainer's helper, shared so that both loops warm-start alike.
-_warm_start = trainer._warm_start  # pylint: disable=protected-access
 
 IOU_THRESHOLD = 0.5  # "correctly localised if the overlap ... is greater than 0.5"
 DISTORTIONS = ("T", "TC")
@@ -395,8 +393,8 @@ def _make_steps(localizer, encoder, tx, schedule, config):
     (loss, (losses, d_pair, d_rand, theta)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = jax.tree_util.tree_map(lambda p, u: p + u, state.params, updates)
-    grad_norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, {"loss": loss, "active_pairs": jnp.mean(losses > 0),
                        "pair_distance": d_pair.mean(), "random_distance": d_rand.mean(),
@@ -464,7 +462,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
     out = params["transformer"]["localization_out"]
     out["bias"] = jnp.asarray([config.init_scale, 0.0, 0.0], out["bias"].dtype)
   if config.init_from:
-    params, _ = _warm_start(config.init_from, params, {})
+    params, _ = loop.warm_start(config.init_from, params, {})
   tx, schedule = optim.make_optimizer(
       params, learning_rate=config.learning_rate, decay_every=config.decay_every,
       decay_factor=config.decay_factor, momentum=config.momentum,
@@ -472,13 +470,13 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
       localization_lr_multiplier=config.localization_lr_multiplier)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
                      opt_state=tx.init(params), rng=state_rng)
-  state, resumed = trainer.restore(checkpoints, state, workdir)
+  state, resumed = loop.restore(checkpoints, state, workdir)
   first = int(state.step)
   train_step, thetas = _make_steps(localizer, encoder, tx, schedule, config)
   data = jnp.asarray(images)
   shown = slice(0, min(int(config.num_shown), len(images)))
 
-  trainer.write_config(config, workdir)
+  loop.write_config(config, workdir)
   writer = metrics_lib.MetricWriter(
       workdir, tensorboard=config.tensorboard,
       resume_step=None if resumed is None else resumed.step,
@@ -502,7 +500,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
   history = {}
   try:
     with stopping.Guard(config.checkpoint_minutes) as guard:
-      save = trainer.Saver(checkpoints, writer, guard)
+      save = loop.Saver(checkpoints, writer, guard)
       if first == 0:
         evaluate(0)
       while step < config.num_steps:
@@ -513,7 +511,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
         last = step == config.num_steps
         logged_now = step % config.log_every == 0 or last
         if logged_now:
-          trainer.log_train(step, pending, checkpoints, writer, progress,
+          loop.log_train(step, pending, checkpoints, writer, progress,
                             ("loss", "active_pairs", "scale", "learning_rate",
                              "steps_per_second"))
           pending = []
@@ -523,7 +521,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
         if timed or signum or step % config.checkpoint_every == 0 or last:
           save(step, state, pending, history)
         if signum:
-          raise trainer.stopped(guard, signum, step, checkpoints)
+          raise loop.stopped(guard, signum, step, checkpoints)
     checkpoints.wait()
     # Resumed from the last step: its evaluation is in the records already.
     summary, pred, ious = final if final is not None else _evaluate(

@@ -43,11 +43,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from stn_jax import models
 from stn_jax.datasets import cub, pipeline, prepared
 from stn_jax.models.cub import CUBNet, load_pretrained
+from stn_jax.train import tasks
 
 __all__ = ["MODELS", "Cub", "PretrainedCUBNet", "average_crops"]
 
@@ -119,11 +119,12 @@ def _three(name, value):
   return np.asarray(values, np.float32)
 
 
-class Cub:
+@tasks.register("cub")
+class Cub(tasks.Task):
   """Fine-grained bird classification; see the module docstring."""
 
   def __init__(self, config):
-    self.config = config
+    super().__init__(config)
     d = config.data
     if config.model not in MODELS:
       raise ValueError(f"The cub task trains the CUB networks ({', '.join(MODELS)}); "
@@ -220,10 +221,6 @@ class Cub:
   def device_batch(self, batch, key):
     del key  # the crops are drawn on the host
     return self.normalise(batch["image"]), batch["label"]
-
-  def losses(self, logits, labels):
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return loss, (jnp.argmax(logits, -1) != labels).astype(jnp.float32)
 
   def eval_sets(self):
     return ("validation", "test")

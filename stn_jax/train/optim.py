@@ -21,7 +21,8 @@ __all__ = ["learning_rate_schedule", "make_optimizer"]
 
 
 def learning_rate_schedule(base: float, decay_every: int, decay_factor: float = 0.1):
-  """``base`` times ``decay_factor ** (step // decay_every)``.
+  """``base`` times ``decay_factor ** (step // decay_every)``: optax's staircase
+  exponential decay, with the arguments checked first.
 
   >>> round(float(learning_rate_schedule(0.01, 50_000)(120_000)), 10)
   0.0001
@@ -31,10 +32,8 @@ def learning_rate_schedule(base: float, decay_every: int, decay_factor: float = 
   if decay_every <= 0:
     raise ValueError(f"`decay_every` must be a positive number of steps, got {decay_every}.")
 
-  def schedule(step):
-    return base * decay_factor ** (step // decay_every)
-
-  return schedule
+  return optax.exponential_decay(base, transition_steps=decay_every, decay_rate=decay_factor,
+                                 staircase=True)
 
 
 def make_optimizer(params, *, learning_rate: float, decay_every: int,

@@ -31,6 +31,7 @@ import optax
 from stn_jax import models
 from stn_jax.datasets import mnist_numbers, pipeline
 from stn_jax.datasets.prepared import DatasetNotPreparedError
+from stn_jax.train import mnist_task, tasks
 
 __all__ = ["DATASETS", "Svhn", "sequence_losses"]
 
@@ -68,11 +69,12 @@ def _record_arrays(record):
           "label": np.asarray(record["label"], np.int32)}
 
 
-class Svhn:
+@tasks.register("svhn")
+class Svhn(tasks.Task):
   """SVHN multi-digit recognition; see the module docstring."""
 
   def __init__(self, config):
-    self.config = config
+    super().__init__(config)
     d = config.data
     if d.dataset not in DATASETS:
       raise ValueError(f"Unknown SVHN dataset {d.dataset!r}; known: {', '.join(DATASETS)} "
@@ -119,10 +121,9 @@ class Svhn:
 
   def _digits(self):
     # The digit pools of the offline stand-in, split as distorted MNIST's.
-    from stn_jax.train import tasks  # pylint: disable=import-outside-toplevel
     d = self.config.data
-    train, val, test = tasks._mnist(d.source, d.mnist_dir, d.num_validation,  # pylint: disable=protected-access
-                                    d.split_seed)
+    train, val, test = mnist_task.mnist_digits(d.source, d.mnist_dir, d.num_validation,
+                                               d.split_seed)
     if d.num_train is not None:
       train = (train[0][:d.num_train], train[1][:d.num_train])
     return {"train": train, "validation": val, "test": test}

@@ -17,35 +17,25 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from stn_jax.errors import RunStopped, StnError
+from stn_jax.errors import ConfigError
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import faults, optim, pictures, stopping, tasks
+from stn_jax.train import faults, loop, optim, pictures, stopping, tasks
+# The built-in tasks, registered as they are imported (stn_jax.train.tasks).
+from stn_jax.train import cub_task, mnist_task, svhn_task  # noqa: F401  pylint: disable=unused-import
+from stn_jax.train.loop import (NonFiniteLossError, Saver, TrainState, log_train, restore, stopped,
+                                 write_config)
 
 __all__ = ["NonFiniteLossError", "Saver", "TrainState", "build_train_step", "log_train", "restore",
            "stopped", "train_and_evaluate", "write_config"]
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  rng: jax.Array  # raw uint32 key data, so that checkpoints hold a plain array
-
-
-class NonFiniteLossError(StnError, FloatingPointError):
-  """The training loss became NaN or Inf; the run stopped without saving that state."""
 
 
 def _mesh(devices):
@@ -85,7 +75,7 @@ def _init_state(config, model, task, tx_builder, replicated):
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   if config.init_from:
-    params, batch_stats = _warm_start(config.init_from, params, batch_stats)
+    params, batch_stats = loop.warm_start(config.init_from, params, batch_stats)
     params, batch_stats = jax.device_put((params, batch_stats), replicated)
   tx, schedule = tx_builder(params)
   opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
@@ -93,20 +83,6 @@ def _init_state(config, model, task, tx_builder, replicated):
                      batch_stats=batch_stats, opt_state=opt_state,
                      rng=jax.device_put(state_rng, replicated))
   return state, tx, schedule
-
-
-def _warm_start(path, params, batch_stats):
-  loaded, loaded_stats = ckpt.params_from(path)
-  want = jax.tree_util.tree_structure(params)
-  if jax.tree_util.tree_structure(loaded) != want:
-    raise ValueError(f"init_from={path!r} holds parameters of another model: their tree "
-                     "differs from this model's.")
-  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
-    if a.shape != b.shape:
-      raise ValueError(f"init_from={path!r}: a parameter of shape {a.shape} where this model "
-                       f"has {b.shape}.")
-  logging.info("Warm start: parameters from %s.", path)
-  return loaded, (loaded_stats if batch_stats else batch_stats)
 
 
 def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, replicated):
@@ -132,17 +108,16 @@ def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, repli
 
     (loss, (stats, errors)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = jax.tree_util.tree_map(lambda p, u: p + u, state.params, updates)
+    params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=stats,
                               opt_state=opt_state)
-    grad_norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+    grad_norm = optax.tree.norm(grads)
     return new_state, {"loss": loss, "error": errors.mean(), "grad_norm": grad_norm,
                        "learning_rate": schedule(state.step)}
 
   def eval_step(state, batch):
     forward = lambda images: apply(state, state.params, images, False, None)[0]
-    eval_forward = getattr(task, "eval_forward", None)
-    out = eval_forward(forward, batch["image"]) if eval_forward else forward(batch["image"])
+    out = task.eval_forward(forward, batch["image"])
     loss, errors = task.losses(out, batch["label"])
     mask = batch["mask"].astype(jnp.float32)
     return {"loss_sum": jnp.sum(loss * mask), "errors": jnp.sum(errors * mask),
@@ -232,8 +207,7 @@ class _Pictures:
   def _read_inputs(self):
     batch = next(iter(self.task.eval_batches("validation", self.n, 0, 1)))
     images = np.asarray(batch["image"])[np.asarray(batch["mask"], bool)]
-    to_input = getattr(self.task, "picture_inputs", None)
-    return np.asarray(to_input(images) if to_input else images, np.float32)
+    return np.asarray(self.task.picture_inputs(images), np.float32)
 
   def __call__(self, step, state):
     if self.n <= 0:
@@ -254,97 +228,6 @@ class _Pictures:
     self.writer.image(step, "transformers", pictures.st_picture(self.inputs, grids))
 
 
-def _check_finite(step, logged, checkpoints):
-  """Raises NonFiniteLossError if a loss in ``logged`` (the metrics of the steps up to
-  ``step``) is not finite, naming the first such step."""
-  if all(np.isfinite(x["loss"]) for x in logged):
-    return
-  first_step = step - len(logged) + 1
-  i = next(i for i, x in enumerate(logged) if not np.isfinite(x["loss"]))
-  raise NonFiniteLossError(
-      f"The training loss became {float(logged[i]['loss'])} at step {first_step + i}. The run "
-      f"stopped and {_kept(checkpoints)}. Lower the learning rate or check the data.")
-
-
-def log_train(step, pending, checkpoints, writer, progress, shown):
-  """Logs the means of the device metrics ``pending`` (the steps since the last log, up to
-  ``step``) as the ``train`` split, after checking their losses are finite; the console
-  line shows the names in ``shown``."""
-  logged = jax.device_get(pending)
-  _check_finite(step, logged, checkpoints)
-  means = {k: float(np.mean([x[k] for x in logged])) for k in logged[0]}
-  means.update(progress.rates(step))
-  writer.scalars(step, "train", means)
-  progress.line(step, {k: means[k] for k in shown})
-
-
-def _kept(checkpoints):
-  last = checkpoints.latest_step()
-  return ("no checkpoint had been saved yet" if last is None else
-          f"the last good checkpoint (step {last}) is intact")
-
-
-@jax.jit
-def _finite(tree):
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
-class Saver:
-  """Saves a loop's checkpoints, only of states known to be finite.
-
-  Shared by every training loop: before a save, the losses of the steps not yet
-  logged (``pending``) and the parameters are checked, so no checkpoint, latest
-  or best, holds a diverged state; the ``record`` saved with it holds the best
-  validation error so far and how far ``metrics.jsonl`` was written; the
-  wall-clock save interval restarts.
-  """
-
-  def __init__(self, checkpoints, writer, guard, data=None):
-    self.checkpoints, self.writer, self.guard, self.data = checkpoints, writer, guard, data
-
-  def __call__(self, step, state, pending, history, *, best=False):
-    if pending:
-      _check_finite(step, jax.device_get(pending), self.checkpoints)
-    if not bool(jax.device_get(_finite(state.params))):
-      raise NonFiniteLossError(
-          f"The parameters became NaN or Inf at step {step} (the loss was still finite). The "
-          f"run stopped and {_kept(self.checkpoints)}. Lower the learning rate or check the "
-          "data.")
-    record = {**history, "metrics_bytes": self.writer.offset()}
-    self.checkpoints.save(step, state, self.data.get_state() if self.data else {}, record,
-                          best=best)
-    self.writer.flush()
-    self.guard.restart_clock()
-
-
-def stopped(guard, signum, step, checkpoints):
-  """The :class:`RunStopped` to raise once the checkpoint of ``step`` is written."""
-  checkpoints.wait()
-  return RunStopped(
-      f"Stopped by {guard.name(signum)} at step {step}, with its checkpoint saved in "
-      f"{checkpoints.dirs['latest']}: run the same command to resume from step {step}.",
-      step=step, signum=signum)
-
-
-def restore(checkpoints, state, workdir):
-  """``(state, resumed)``: ``state`` replaced by the newest intact checkpoint's, if any."""
-  abstract = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  resumed = checkpoints.resume(abstract)
-  if resumed is None:
-    return state, None
-  logging.info("Resumed from the checkpoint of step %d in %s.", resumed.step, workdir)
-  return resumed.state, resumed
-
-
-def write_config(config, workdir):
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2))
-
-
 def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   """Trains ``config``'s model on its task, evaluating and checkpointing in ``workdir``.
 
@@ -362,9 +245,10 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
     stn_jax.errors.CheckpointError: a checkpoint could not be written or none could be read.
     NonFiniteLossError: the loss or the parameters became NaN or Inf.
   """
-  if config.task == "colocalisation":  # no classifier: its own loop (triplet loss)
-    from stn_jax.train import colocalisation  # pylint: disable=import-outside-toplevel
-    return colocalisation.train_colocalisation(config, workdir)
+  if config.task == "colocalisation":
+    raise ConfigError("The 'colocalisation' task trains no classifier and has a loop of its own: "
+                      "run it with stn_jax.train.train_and_evaluate (or "
+                      "stn_jax.train.colocalisation.train_colocalisation).")
   ckpt.quiet()
   devices = jax.devices() if devices is None else list(devices)
   _check_config(config, len(devices))
