@@ -40,8 +40,6 @@ PAPER = {("rts", "fcn", None): 5.2, ("rts", "cnn", None): 0.8, ("rts", "st_fcn",
          ("rts", "st_cnn", None): 0.5, ("rts", "st_cnn", "tps"): 0.5,
          ("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5, ("tc", "st_fcn", None): 2.0,
          ("tc", "st_cnn", None): 1.7}
-DECAY_AT = 0.4  # fraction of the steps between learning-rate divisions
-EVALUATIONS = 10  # validation points per run (each is a checkpoint)
 # What the committed runs' wall times include besides the run itself.
 RUN_NOTES = {
     ("tc", "cnn", None): "includes about 17 minutes in which a pilot run (TC ST-CNN, "
@@ -50,10 +48,10 @@ RUN_NOTES = {
                             "throughout; alone, seed 1 took 9.5 minutes.",
 }
 # Localisation-net learning-rate multipliers chosen on the validation split (the paper gives
-# none for MNIST; every other ST run trains its localiser at the base rate). At the full rate
-# the TC ST-CNN's validation error rose before the first decay at every seed; why 0.3 is in
-# docs/paper_notes.md, "First results: ST against base".
-LOCALIZATION_LR = {("tc", "st_cnn", None): 0.3}
+# none for MNIST; every other ST run trains its localiser at the base rate): the config's
+# variant. At the full rate the TC ST-CNN's validation error rose before the first decay at
+# every seed; why 0.3 is in docs/paper_notes.md, "First results: ST against base".
+LOCALIZATION_LR = {("tc", "st_cnn", None): "loc0.3"}
 NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN"}
 
 
@@ -69,21 +67,28 @@ def label(run) -> str:
   return name
 
 
-def make_config(run, steps: int, batch: int, num_eval=None):
+def _experiment():
   spec = importlib.util.spec_from_file_location("distorted_mnist",
                                                 REPO / "experiments" / "distorted_mnist.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config(",".join(p for p in run if p))
+  return module
+
+
+def variant(run) -> str:
+  """The config variant of ``run`` on this page: ``experiments/distorted_mnist.py:<variant>``
+  reproduces it."""
+  loc = LOCALIZATION_LR.get(tuple(run))
+  return ",".join([p for p in run if p] + ["results"] + ([loc] if loc else []))
+
+
+def make_config(run, steps: int, batch: int, num_eval=None):
+  module = _experiment()
+  c = module.get_config(variant(run))
   with c.unlocked():
-    c.num_steps = steps
-    c.batch_size = batch
-    c.decay_every = max(round(DECAY_AT * steps), 1)  # /10 at 40% and 80% of the steps
-    c.eval_every = max(steps // EVALUATIONS, 1)
-    c.checkpoint_every = max(steps // EVALUATIONS, 1)
-    c.log_every = max(min(100, steps // EVALUATIONS), 1)
+    if (steps, batch) != (module.RESULTS_STEPS, module.RESULTS_BATCH):
+      module.budget(c, steps, batch)
     c.data.num_eval = num_eval
-    c.localization_lr_multiplier = LOCALIZATION_LR.get(tuple(run), 1.0)
   return c
 
 

@@ -11,14 +11,37 @@ Transforms (ST models): affine (default), projective, tps.
 Add ``smoke`` for a few steps on a few digits (what the tests run), e.g.
 ``:rts,st_cnn,smoke``. MNIST comes from ``$STN_MNIST_DIR`` (IDX files), or
 ``--config.data.source=tfds`` downloads it.
+
+``results`` is the budget of docs/results.md instead of the paper's: 3000 steps of 64,
+the rate divided by ten at 40% and 80% of them, ten evaluations (why: docs/paper_notes.md,
+"First results: budget and schedule"). ``loc0.3`` or ``loc0.1`` trains the localisation
+net at that fraction of the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,loc0.3``
+(chosen on the validation split: docs/paper_notes.md, "First results: ST against base").
 """
 
 from stn_jax.train.config import base_config, mnist_smoke, parse_variant
 
 DISTORTIONS = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "plain": None}
 CHOICES = {"distortion": tuple(DISTORTIONS), "model": ("fcn", "cnn", "st_fcn", "st_cnn"),
-           "transform": ("affine", "projective", "tps"), "smoke": (True,)}
-DEFAULTS = {"distortion": "rts", "model": "st_cnn", "transform": None, "smoke": False}
+           "transform": ("affine", "projective", "tps"), "smoke": (True,), "results": (True,),
+           "loc": ("loc0.1", "loc0.3")}
+DEFAULTS = {"distortion": "rts", "model": "st_cnn", "transform": None, "smoke": False,
+            "results": False, "loc": None}
+# docs/results.md's budget and schedule.
+RESULTS_STEPS, RESULTS_BATCH = 3000, 64
+DECAY_AT = 0.4  # fraction of the steps between learning-rate divisions
+EVALUATIONS = 10  # validation points per run (each is a checkpoint)
+
+
+def budget(c, steps: int, batch: int):
+  """Sets ``c`` to ``steps`` steps of ``batch``, the rate divided by ten at each
+  ``DECAY_AT`` of them, evaluated and checkpointed ``EVALUATIONS`` times."""
+  c.num_steps = steps
+  c.batch_size = batch
+  c.decay_every = max(round(DECAY_AT * steps), 1)
+  c.eval_every = max(steps // EVALUATIONS, 1)
+  c.checkpoint_every = max(steps // EVALUATIONS, 1)
+  c.log_every = max(min(100, steps // EVALUATIONS), 1)
 
 
 def get_config(arg=None):
@@ -32,6 +55,13 @@ def get_config(arg=None):
       raise ValueError(f"A transform ({v['transform']}) applies to st_fcn and st_cnn only, not "
                        f"{v['model']}.")
     c.model_kwargs.transform = v["transform"]
+  if v["loc"] is not None:
+    if not v["model"].startswith("st_"):
+      raise ValueError(f"{v['loc']} sets the localisation net's rate: st_fcn and st_cnn only, "
+                       f"not {v['model']}.")
+    c.localization_lr_multiplier = float(v["loc"][3:])
+  if v["results"]:
+    budget(c, RESULTS_STEPS, RESULTS_BATCH)
   if v["smoke"]:  # a few steps on a few digits (what the tests run)
     mnist_smoke(c, num_steps=6, decay_every=4, every=3)
   c.lock()

@@ -166,6 +166,24 @@ def test_svhn_config_defaults_are_the_papers():
   assert load_config("svhn_single", "128").data.size == 128
   with pytest.raises(ValueError, match="Valid variant parts"):
     load_config("svhn_cnn", "96")
+  # The plain CNN has no localisation net, so no multiplier; every file says it all.
+  c = load_config("svhn_cnn", "128,offline")
+  assert (c.model, c.localization_lr_multiplier, c.data.dataset, c.data.size,
+          c.weight_decay) == ("svhn_cnn", 1.0, "mnist_numbers", 128, 0.0005)
+
+
+def test_the_results_budget_and_the_localisation_rate_are_variants():
+  c = load_config("distorted_mnist", "tc,st_cnn,results,loc0.3")
+  assert (c.num_steps, c.batch_size, c.decay_every, c.eval_every, c.checkpoint_every,
+          c.log_every) == (3000, 64, 1200, 300, 300, 100)
+  assert c.localization_lr_multiplier == 0.3 and c.data.distortion == "TC"
+  assert load_config("distorted_mnist", "rts,st_fcn,loc0.1").localization_lr_multiplier == 0.1
+  plain = load_config("distorted_mnist", "tc,st_cnn")
+  assert (plain.num_steps, plain.batch_size, plain.localization_lr_multiplier) == (
+      150_000, 256, 1.0)
+  with pytest.raises(ValueError, match="loc0.3 sets the localisation net's rate: st_fcn and "
+                     "st_cnn only, not cnn"):
+    load_config("distorted_mnist", "tc,cnn,loc0.3")
 
 
 # ----------------------------------------------------------------- several seeds

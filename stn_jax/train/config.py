@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-__all__ = ["base_config", "mnist_smoke", "parse_variant", "svhn_config"]
+__all__ = ["base_config", "mnist_smoke", "parse_variant", "svhn_base", "svhn_smoke"]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -107,46 +107,37 @@ SVHN_CHOICES = {"size": ("64", "128"), "offline": (True,), "smoke": (True,)}
 SVHN_DEFAULTS = {"size": "64", "offline": False, "smoke": False}
 
 
-def svhn_config(model: str, arg=None) -> ml_collections.ConfigDict:
-  """The config of an SVHN experiment (supplementary 1.4) for ``model``.
+def svhn_base(arg=None):
+  """The data part of an SVHN experiment's config (supplementary 1.4) and its variant.
 
   Args:
-    model: 'svhn_cnn', 'st_cnn_single' or 'st_cnn_multi'.
     arg: the variant: ``64`` (default) or ``128``; ``offline`` for the MNIST-numbers
       stand-in (not SVHN); ``smoke`` for a few steps of a narrow network.
+
+  Returns:
+    ``(config, variant)``: :func:`base_config` with the SVHN task and data set, and the
+    parsed variant; the experiment's file sets the model and the training settings.
   """
   v = parse_variant(arg, SVHN_CHOICES, SVHN_DEFAULTS)
   c = base_config()
   c.task = "svhn"
-  c.model = model
   c.data.dataset = "mnist_numbers" if v["offline"] else "svhn"
   c.data.size = int(v["size"])
   c.data.data_dir = config_dict.placeholder(str)  # prepared datasets; None: $STN_TFDS_DIR, data/tfds
   c.data.use_extra = True  # train + extra, as the paper's references [1, 2]
-  # Supplementary 1.4: 400k steps of SGD, batch 128, 0.01 divided by ten every 80k,
-  # weight decay 0.0005, localisation nets at a tenth of the base rate (dropout 0.5
-  # is the models' default).
-  c.batch_size = 128
-  c.eval_batch_size = 500
-  c.num_steps = 400_000
-  c.decay_every = 80_000
-  c.weight_decay = 0.0005
-  # Only the ST models have localisation nets (the optimiser refuses a multiplier
-  # that would apply to nothing).
-  c.localization_lr_multiplier = 0.1 if model.startswith("st_") else 1.0
-  c.eval_every = 10_000
-  c.checkpoint_every = 5000
-  if v["smoke"]:
-    c.model_kwargs.width = 0.0625
-    c.data.num_validation = 32
-    c.data.num_train = 160
-    c.data.num_eval = 16
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.num_steps = 4
-    c.decay_every = 2
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
-  c.lock()
-  return c
+  return c, v
+
+
+def svhn_smoke(c):
+  """Makes ``c`` a few steps of a narrow SVHN network on a few numbers."""
+  c.model_kwargs.width = 0.0625
+  c.data.num_validation = 32
+  c.data.num_train = 160
+  c.data.num_eval = 16
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_steps = 4
+  c.decay_every = 2
+  c.log_every = 2
+  c.eval_every = 2
+  c.checkpoint_every = 2
