@@ -2,7 +2,8 @@
 the task interface, and the registry of tasks by name.
 
 A task is a subclass of :class:`Task` registered under the name a config's ``task``
-field gives (:func:`register`); :func:`make_task` builds the one a config names. The
+field gives (:func:`register`); :func:`make_task` builds the one a config names, importing
+``config.task_module`` first for a task defined elsewhere. The
 trainer calls the methods below and nothing else. The built-in tasks are
 ``distorted_mnist`` and ``mnist_addition`` (:mod:`stn_jax.train.mnist_task`), ``svhn``
 (:mod:`stn_jax.train.svhn_task`) and ``cub`` (:mod:`stn_jax.train.cub_task`);
@@ -12,6 +13,7 @@ co-localisation trains no classifier and has a loop of its own
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Iterator
 
 import jax.numpy as jnp
@@ -116,7 +118,21 @@ def register(name: str):
 
 
 def make_task(config) -> Task:
-  """The task named by ``config.task``, built from ``config``."""
+  """The task named by ``config.task``, built from ``config``.
+
+  A task defined outside the package is found through ``config.task_module``, the module
+  that registers it (e.g. ``'my_project.my_task'``), imported here if its task is not
+  registered yet.
+  """
+  module = config.get("task_module")
+  if config.task not in TASKS and module:
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ConfigError(f"config.task_module {module!r}, which should register the task "
+                        f"{config.task!r}, cannot be imported: {e}") from e
   if config.task not in TASKS:
-    raise ConfigError(f"Unknown task {config.task!r}; known: {sorted(TASKS)}.")
+    where = f" (config.task_module {module!r} does not register it)" if module else ""
+    raise ConfigError(f"Unknown task {config.task!r}{where}; known: {sorted(TASKS)}. A task "
+                      "of your own: set config.task_module to the module that registers it.")
   return TASKS[config.task](config)
