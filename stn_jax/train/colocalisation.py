@@ -1,5 +1,11 @@
 """Co-localisation (supplementary section 1.2): its own training loop.
 
+This module holds the loop, its config checks, its data and its encoder; the boxes are
+in :mod:`stn_jax.train.coloc_boxes`, the loss and its crops in
+:mod:`stn_jax.train.coloc_loss` (their names are importable from here too), and what
+every loop shares in :mod:`stn_jax.train.loop`. Every process runs the same loop on its
+default device; only process 0 writes the config, metrics, picture and results.
+
 Given ``N`` images that all show a digit of one class somewhere on an 84x84 canvas
 (:func:`stn_jax.datasets.distortions.colocalization_set`), an attention spatial
 transformer (the ``colocalizer`` model) learns to crop the digit, with neither labels nor
@@ -58,207 +64,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stn_jax import models, ops
+from stn_jax import models
 from stn_jax.datasets import distortions, load_mnist
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, loop, optim, stopping, trainer
+from stn_jax.train.coloc_boxes import (IOU_THRESHOLD, box_from_theta, box_iou, draw_boxes,
+                                       theta_from_box)
+from stn_jax.train.coloc_loss import random_crops, same_scale_crops, sample_pairs, triplet_hinge
 from stn_jax.train.loop import TrainState
 
 __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_crops",
            "same_scale_crops", "sample_pairs", "theta_from_box", "train_colocalisation",
            "triplet_hinge"]
 
-IOU_THRESHOLD = 0.5  # "correctly localised if the overlap ... is greater than 0.5"
 DISTORTIONS = ("T", "TC")
 RANDOM_CROPS = ("digit", "same_scale")
 _ENCODER_HW = (28, 28)  # the encoder's input: an MNIST digit
-
-
-def box_from_theta(theta, hw):
-  """Pixel boxes ``(x0, y0, x1, y1)`` read by attention parameters ``(s, tx, ty)``.
-
-  The attention transform maps the output window ``[-1, 1]^2`` onto ``[tx - s, tx + s] x
-  [ty - s, ty + s]`` of the input, in normalised coordinates; with ``align_corners=False``
-  (the ``colocalizer``'s) -1 and 1 are the outer edges of the image, so ``x = (u + 1) W / 2``.
-  A negative ``s`` (a mirrored crop) reads the same window.
-
-  Args:
-    theta: ``(..., 3)`` attention parameters.
-    hw: ``(H, W)`` of the input image.
-
-  Returns:
-    ``(..., 4)`` float64 boxes in pixels (edges), not clipped to the image.
-
-  >>> box_from_theta([1 / 3, 0.0, 0.0], (84, 84)).round(6).tolist()
-  [28.0, 28.0, 56.0, 56.0]
-  >>> box_from_theta([1.0, 0.0, 0.0], (84, 84)).tolist()  # the identity: the whole image
-  [0.0, 0.0, 84.0, 84.0]
-  """
-  theta = np.asarray(theta, np.float64)
-  if theta.shape[-1:] != (3,):
-    raise ValueError(f"Attention parameters have 3 values (s, tx, ty); got shape {theta.shape}.")
-  h, w = hw
-  s, tx, ty = np.abs(theta[..., 0]), theta[..., 1], theta[..., 2]
-  return np.stack([(tx - s + 1) * w / 2, (ty - s + 1) * h / 2,
-                   (tx + s + 1) * w / 2, (ty + s + 1) * h / 2], -1)
-
-
-def theta_from_box(box, hw):
-  """The attention parameters ``(s, tx, ty)`` of a square pixel box (the inverse of
-  :func:`box_from_theta`).
-
-  >>> theta_from_box([0, 0, 84, 84], (84, 84)).tolist()
-  [1.0, 0.0, 0.0]
-  """
-  box = np.asarray(box, np.float64)
-  h, w = hw
-  width, height = box[..., 2] - box[..., 0], box[..., 3] - box[..., 1]
-  if not np.allclose(width / w, height / h):
-    raise ValueError("An attention box has the image's aspect ratio (one scale for both axes); "
-                     f"got widths {width} and heights {height} on a {h}x{w} image.")
-  return np.stack([width / w, (box[..., 0] + box[..., 2]) / w - 1,
-                   (box[..., 1] + box[..., 3]) / h - 1], -1)
-
-
-def box_iou(a, b):
-  """Intersection over union of boxes ``(x0, y0, x1, y1)`` (``x1 >= x0``, ``y1 >= y0``).
-
-  Args:
-    a, b: ``(..., 4)`` boxes, broadcast against each other.
-
-  Returns:
-    ``(...)`` float64 IoU in [0, 1]; 0 where both boxes are empty.
-
-  >>> float(box_iou([0, 0, 2, 2], [1, 1, 3, 3]))  # 1 / (4 + 4 - 1)
-  0.14285714285714285
-  """
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-  ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-  inter = iw * ih
-  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-  union = area(a) + area(b) - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def triplet_hinge(e_n, e_m, e_rand, margin: float = 1.0):
-  """Eq. (1) for a batch of pairs: ``max(0, |e_n - e_m|^2 - |e_n - e_rand|^2 + margin)``.
-
-  Args:
-    e_n, e_m: ``(B, D)`` descriptors of the crops of images ``n`` and ``m``.
-    e_rand: ``(B, D)`` descriptors of random crops of images ``n``.
-    margin: alpha (1 in the paper).
-
-  Returns:
-    ``(losses (B,), pair distances (B,), random distances (B,))``, squared distances.
-
-  >>> losses, _, _ = triplet_hinge(jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]]),
-  ...                              jnp.array([[0.5, 0.0]]))
-  >>> losses.tolist()  # 1 - 0.25 + 1
-  [1.75]
-  """
-  d_pair = jnp.sum(jnp.square(e_n - e_m), -1)
-  d_rand = jnp.sum(jnp.square(e_n - e_rand), -1)
-  return jnp.maximum(0.0, d_pair - d_rand + margin), d_pair, d_rand
-
-
-def sample_pairs(key, batch_size: int, num_images: int):
-  """``batch_size`` random pairs ``(n, m)`` with ``m != n``: ``n`` uniform over the images,
-  ``m`` uniform over the other ``num_images - 1``.
-
-  Returns:
-    ``(n, m)``, two ``(batch_size,)`` int32 arrays.
-  """
-  kn, km = jax.random.split(key)
-  n = jax.random.randint(kn, (batch_size,), 0, num_images)
-  m = (n + jax.random.randint(km, (batch_size,), 1, num_images)) % num_images
-  return n, m
-
-
-def random_crops(key, images, hw):
-  """One window of size ``hw`` per image at a uniform integer position inside it.
-
-  Args:
-    key: PRNG key.
-    images: ``(B, H, W, C)``.
-    hw: ``(h, w)`` of the windows, at most the images'.
-
-  Returns:
-    ``((B, h, w, C) crops, (B, 4) boxes (x0, y0, x1, y1) in pixels)``.
-  """
-  b, height, width, c = images.shape
-  h, w = hw
-  ky, kx = jax.random.split(key)
-  y0 = jax.random.randint(ky, (b,), 0, height - h + 1)
-  x0 = jax.random.randint(kx, (b,), 0, width - w + 1)
-  crops = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
-      images, y0, x0)
-  return crops, jnp.stack([x0, y0, x0 + w, y0 + h], -1)
-
-
-def same_scale_crops(key, images, scale, out_hw):
-  """Random attention windows of the transformer's scale ``|scale|``, for
-  ``random_crop='same_scale'``.
-
-  The centre is uniform over ``[-|1 - s|, |1 - s|]^2``: windows inside the image when
-  ``s < 1``, windows holding the whole image when ``s > 1``.
-
-  Args:
-    key: PRNG key.
-    images: ``(B, H, W, C)``.
-    scale: ``(B,)`` the window's half-size in normalised coordinates.
-    out_hw: the crops' ``(h, w)``.
-
-  Returns:
-    ``(B, h, w, C)`` crops, sampled as the transformer samples.
-  """
-  s = jnp.abs(scale)
-  t = jax.random.uniform(key, (images.shape[0], 2), minval=-1.0, maxval=1.0) * jnp.abs(
-      1 - s)[:, None]
-  return ops.warp(images, jnp.concatenate([s[:, None], t], -1).astype(images.dtype), out_hw,
-                  transform="attention")
-
-
-def draw_boxes(images, true_boxes, pred_boxes, ious=None, *, cols: int = 4,
-               scale: int = 2) -> np.ndarray:
-  """A grid of grey images with the ground-truth box in green and the predicted one in red.
-
-  Args:
-    images: ``(K, H, W, 1)`` in [0, 1].
-    true_boxes, pred_boxes: ``(K, 4)`` pixel boxes ``(x0, y0, x1, y1)``.
-    ious: ``(K,)`` printed under each image, or None.
-    cols: images per row.
-    scale: pixels per image pixel.
-
-  Returns:
-    ``(rows * (H * scale + caption), cols * W * scale, 3)`` uint8 picture.
-  """
-  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
-
-  images = np.asarray(images)
-  k, h, w = images.shape[:3]
-  cell_h, cell_w, caption, pad = h * scale, w * scale, 14 if ious is not None else 0, 2
-  rows = -(-k // cols)
-  canvas = Image.new("RGB", (cols * (cell_w + pad), rows * (cell_h + caption + pad)), "white")
-  for i in range(k):
-    r, c = divmod(i, cols)
-    grey = (np.clip(images[i, ..., 0], 0, 1) * 255).astype(np.uint8)
-    # Each image is drawn on its own tile, so a box reaching outside the image is cut at its
-    # edge instead of spilling onto the neighbours.
-    tile = Image.new("RGB", (cell_w, cell_h + caption), "white")
-    tile.paste(Image.fromarray(grey).resize((cell_w, cell_h), Image.NEAREST).convert("RGB"))
-    draw = ImageDraw.Draw(tile)
-    for box, colour in ((true_boxes[i], (0, 200, 0)), (pred_boxes[i], (230, 30, 30))):
-      x0, x1 = (min(max(float(v) * scale, -4.0), cell_w + 4.0) for v in box[0::2])
-      y0, y1 = (min(max(float(v) * scale, -4.0), cell_h + 4.0) for v in box[1::2])
-      draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=2)
-    if ious is not None:
-      draw.rectangle([0, cell_h, cell_w, cell_h + caption], fill="white")
-      draw.text((2, cell_h + 1), f"IoU {float(ious[i]):.2f}", fill=(0, 0, 0))
-    canvas.paste(tile, (c * (cell_w + pad), r * (cell_h + caption + pad)))
-  return np.asarray(canvas)
 
 
 def _check_config(config):
@@ -476,12 +299,14 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
   data = jnp.asarray(images)
   shown = slice(0, min(int(config.num_shown), len(images)))
 
-  loop.write_config(config, workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    loop.write_config(config, workdir)
   writer = metrics_lib.MetricWriter(
-      workdir, tensorboard=config.tensorboard,
+      workdir, enabled=is_main, tensorboard=config.tensorboard,
       resume_step=None if resumed is None else resumed.step,
       resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
-  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size)
+  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size, enabled=is_main)
 
   def evaluate(step):
     summary, pred, ious = _evaluate(thetas, state.params, images, boxes, config.eval_batch_size)
@@ -526,9 +351,10 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
     # Resumed from the last step: its evaluation is in the records already.
     summary, pred, ious = final if final is not None else _evaluate(
         thetas, state.params, images, boxes, config.eval_batch_size)
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-    Image.fromarray(draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown])).save(
-        os.path.join(workdir, "colocalisation.png"))
+    if is_main:
+      from PIL import Image  # pylint: disable=import-outside-toplevel
+      Image.fromarray(draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown])).save(
+          os.path.join(workdir, "colocalisation.png"))
     d = config.data
     results = {"config": config.to_dict(), "task": config.task, "model": config.model,
                "digit_class": int(d.digit_class), "distortion": d.distortion,
@@ -539,8 +365,9 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
                **encoder_info, "platform": jax.devices()[0].platform,
                "wall_seconds_this_session": time.time() - t_start}
     results = ckpt.json_safe(results)
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2, sort_keys=True)
+    if is_main:
+      with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
     return results
   finally:
     writer.close()
