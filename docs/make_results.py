@@ -9,7 +9,7 @@
 Every run has the same budget (``--steps``, ``--batch``; default 3000 steps of
 64) and schedule: the learning rate 0.01 is divided by ten at 40% and at 80% of
 the steps (the paper divides its 150k at each third; why ours differs is in
-docs/paper_notes.md, "First results: budget and schedule"). Runs live in
+docs/paper_notes.md, "First results", and docs/lab_notes.md). Runs live in
 ``--runs`` (default ``runs/first_results``, git-ignored); a run stopped midway
 resumes from its checkpoint. MNIST comes from ``$STN_MNIST_DIR`` (see
 data/README.md).
@@ -50,7 +50,7 @@ RUN_NOTES = {
 # Localisation-net learning-rate multipliers chosen on the validation split (the paper gives
 # none for MNIST; every other ST run trains its localiser at the base rate): the config's
 # variant. At the full rate the TC ST-CNN's validation error rose before the first decay at
-# every seed; why 0.3 is in docs/paper_notes.md, "First results: ST against base".
+# every seed; why 0.3 is in docs/paper_notes.md, "First results", and docs/lab_notes.md.
 LOCALIZATION_LR = {("tc", "st_cnn", None): "loc0.3"}
 NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN"}
 

@@ -46,7 +46,7 @@ def get_config(arg=None):
   d.seed = 0  # fixes the digits, their placement and the clutter
 
   c.margin = 1.0  # alpha of eq. (1)
-  # The paper's reading (docs/paper_notes.md, "Co-localisation training", lists what each
+  # The paper's reading (docs/lab_notes.md, "Co-localisation runs", lists what each
   # alternative did in our runs): raw descriptors, I_n^rand a 28x28 window (a digit's size),
   # the localiser starting at the identity.
   c.normalize_features = False  # True: unit-length descriptors before the distances

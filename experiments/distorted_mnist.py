@@ -14,9 +14,9 @@ Add ``smoke`` for a few steps on a few digits (what the tests run), e.g.
 
 ``results`` is the budget of docs/results.md instead of the paper's: 3000 steps of 64,
 the rate divided by ten at 40% and 80% of them, ten evaluations (why: docs/paper_notes.md,
-"First results: budget and schedule"). ``loc0.3`` or ``loc0.1`` trains the localisation
+"First results"). ``loc0.3`` or ``loc0.1`` trains the localisation
 net at that fraction of the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,loc0.3``
-(chosen on the validation split: docs/paper_notes.md, "First results: ST against base").
+(chosen on the validation split: docs/paper_notes.md, "First results").
 """
 
 from stn_jax.train.config import base_config, mnist_smoke, parse_variant
