@@ -24,7 +24,8 @@ training") lists the choices and the alternatives behind ``normalize_features``,
 
 from ml_collections import config_dict
 
-from stn_jax.train.config import base_config, mnist_smoke, parse_variant
+from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, mnist_source,
+                                  parse_variant)
 
 DISTORTIONS = {"t": "T", "tc": "TC"}
 CHOICES = {"dataset": tuple(DISTORTIONS), "digit": tuple("0123456789"), "smoke": (True,)}
@@ -36,10 +37,8 @@ def get_config(arg=None):
   c = base_config()
   c.task = "colocalisation"
   c.model = "colocalizer"
+  mnist_source(c)  # no splits: the co-localisation set is drawn from the training digits
   d = c.data
-  for name in ("num_validation", "split_seed", "num_train", "num_eval", "validation_seed",
-               "test_seed"):
-    del d[name]  # the distorted-MNIST splits; the encoder's config keeps its own
   d.distortion = DISTORTIONS[v["dataset"]]  # 'T' or 'TC'
   d.digit_class = int(v["digit"])
   d.size = 100  # images in the co-localisation set, as in the paper
@@ -83,6 +82,7 @@ def _encoder_config(c, smoke_encoder):
   """
   # What distorted_mnist.py:plain,cnn (with smoke: plain,cnn,smoke) gives.
   enc = base_config()
+  mnist_data(enc)
   enc.task = "distorted_mnist"
   enc.model = "cnn"
   enc.data.distortion = None

@@ -28,7 +28,6 @@ the base rate, 600 training images held out for validation. Data come from
 unprepared data stops, before compiling, with the command that prepares it.
 """
 
-import ml_collections
 from ml_collections import config_dict
 
 from stn_jax.train.config import base_config, parse_variant
@@ -47,7 +46,6 @@ def get_config(arg=None):
   c.model_kwargs.input_size = int(size)
   c.pretrained = config_dict.placeholder(str)  # a BN-Inception .npz; None: random init
 
-  c.data = ml_collections.ConfigDict()
   c.data.data_dir = config_dict.placeholder(str)  # None: $STN_TFDS_DIR, then data/tfds
   c.data.num_validation = 600  # held out from the 5994 train images (seeded)
   c.data.split_seed = 0

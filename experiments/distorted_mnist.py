@@ -19,7 +19,7 @@ net at that fraction of the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,l
 (chosen on the validation split: docs/paper_notes.md, "First results").
 """
 
-from stn_jax.train.config import base_config, mnist_smoke, parse_variant
+from stn_jax.train.config import base_config, mnist_data, mnist_smoke, parse_variant
 
 DISTORTIONS = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "plain": None}
 CHOICES = {"distortion": tuple(DISTORTIONS), "model": ("fcn", "cnn", "st_fcn", "st_cnn"),
@@ -47,6 +47,7 @@ def budget(c, steps: int, batch: int):
 def get_config(arg=None):
   v = parse_variant(arg, CHOICES, DEFAULTS)
   c = base_config()
+  mnist_data(c)
   c.task = "distorted_mnist"
   c.model = v["model"]
   c.data.distortion = DISTORTIONS[v["distortion"]]

@@ -14,7 +14,7 @@ few steps on a few digits. The paper's SGD: batch 256, 0.01 divided by ten every
 MNIST comes from ``$STN_MNIST_DIR``, or ``--config.data.source=tfds``.
 """
 
-from stn_jax.train.config import base_config, mnist_smoke, parse_variant
+from stn_jax.train.config import base_config, mnist_data, mnist_smoke, parse_variant
 
 CHOICES = {"model": ("fcn", "cnn", "st_fcn", "2xst_fcn"),
            "transform": ("tps", "affine", "projective"), "smoke": (True,)}
@@ -24,6 +24,7 @@ DEFAULTS = {"model": "2xst_fcn", "transform": None, "smoke": False}
 def get_config(arg=None):
   v = parse_variant(arg, CHOICES, DEFAULTS)
   c = base_config()
+  mnist_data(c)
   c.task = "mnist_addition"
   c.model = v["model"]
   if v["transform"] is not None:

@@ -1,7 +1,8 @@
 """The defaults every experiment config starts from, and the variant parser.
 
-Config files in ``experiments/`` call :func:`base_config`, set what their
-experiment needs, and parse their variant string with :func:`parse_variant`.
+Config files in ``experiments/`` call :func:`base_config`, add their data section (e.g.
+:func:`mnist_data`), set what their experiment needs, and parse their variant string with
+:func:`parse_variant`.
 """
 
 from __future__ import annotations
@@ -9,26 +10,20 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-__all__ = ["base_config", "mnist_smoke", "parse_variant", "svhn_base", "svhn_smoke"]
+__all__ = ["base_config", "mnist_data", "mnist_smoke", "mnist_source", "parse_variant",
+           "svhn_base", "svhn_smoke"]
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The fields the trainer reads, with the distorted-MNIST defaults of the paper."""
+  """The fields the trainer reads: the task and model, an empty ``data`` section (see
+  :func:`mnist_data`), and the training, evaluation and checkpoint settings, which default
+  to the paper's distorted-MNIST SGD; each experiment's file overrides what differs."""
   c = ml_collections.ConfigDict()
-  c.task = "distorted_mnist"
-  c.model = "st_cnn"
+  c.task = config_dict.placeholder(str)
+  c.model = config_dict.placeholder(str)
   c.model_kwargs = ml_collections.ConfigDict()
   c.seed = 0
-
   c.data = ml_collections.ConfigDict()
-  c.data.source = "idx"  # 'idx': IDX files ($STN_MNIST_DIR or data/mnist); 'tfds': download
-  c.data.mnist_dir = config_dict.placeholder(str)  # None: $STN_MNIST_DIR, then data/mnist
-  c.data.num_validation = 5000  # carved from the training files (seeded)
-  c.data.split_seed = 0
-  c.data.num_train = config_dict.placeholder(int)  # None: every remaining training digit
-  c.data.num_eval = config_dict.placeholder(int)  # None: the whole validation/test sets
-  c.data.validation_seed = 1
-  c.data.test_seed = 2
 
   # SGD as in the paper (supplementary 1.1): batch 256, 0.01, /10 every 50k, 150k steps.
   c.batch_size = 256
@@ -53,6 +48,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.picture_every = config_dict.placeholder(int)  # None: at every evaluation
   c.tensorboard = True
   return c
+
+
+def mnist_source(c):
+  """Adds where MNIST is read from to ``c.data``."""
+  c.data.source = "idx"  # 'idx': IDX files ($STN_MNIST_DIR or data/mnist); 'tfds': download
+  c.data.mnist_dir = config_dict.placeholder(str)  # None: $STN_MNIST_DIR, then data/mnist
+
+
+def mnist_data(c):
+  """Adds MNIST's source and splits to ``c.data``: the validation digits carved from the
+  training files, optional caps on the digits used, and the seeds of the fixed
+  evaluation sets."""
+  mnist_source(c)
+  c.data.num_validation = 5000  # carved from the training files (seeded)
+  c.data.split_seed = 0
+  c.data.num_train = config_dict.placeholder(int)  # None: every remaining training digit
+  c.data.num_eval = config_dict.placeholder(int)  # None: the whole validation/test sets
+  c.data.validation_seed = 1
+  c.data.test_seed = 2
 
 
 def parse_variant(arg, choices: dict, defaults: dict) -> dict:
@@ -121,6 +135,7 @@ def svhn_base(arg=None):
   v = parse_variant(arg, SVHN_CHOICES, SVHN_DEFAULTS)
   c = base_config()
   c.task = "svhn"
+  mnist_data(c)  # MNIST-numbers, the offline stand-in, is made of MNIST digits
   c.data.dataset = "mnist_numbers" if v["offline"] else "svhn"
   c.data.size = int(v["size"])
   c.data.data_dir = config_dict.placeholder(str)  # prepared datasets; None: $STN_TFDS_DIR, data/tfds
