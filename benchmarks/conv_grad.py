@@ -48,7 +48,6 @@ except ImportError:
 
 from stn_jax.nn import conv as conv_lib
 from stn_jax.nn import pooling
-from stn_jax.train import compile as compile_lib
 
 from interleave import calls_per_round, interleaved, jax_repeat, torch_repeat
 import train_step
@@ -222,13 +221,7 @@ def main(argv=None):
   parser.add_argument("--only", help="run the rows whose layer name contains this")
   parser.add_argument("--write", metavar="FILE", help="put the tables into FILE's marked blocks")
   args = parser.parse_args(argv)
-  args.command = "python benchmarks/conv_grad.py" + "".join(
-      f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-  torch.set_num_threads(train_step.THREADS)
-  options = compile_lib.compiler_options()
-  compile_lib.keep_freed_memory()
-  env = train_step.environment()
-  start = time.perf_counter()
+  options, env, args.command, start = train_step.setup_run("conv_grad.py", argv)
   convs, pools = [], []
   for spec in CONVS:
     if args.only and args.only not in spec[0]:

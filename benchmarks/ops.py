@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from stn_jax import ops
-from stn_jax.train import compile as compile_lib
 
 try:
   import torch
@@ -181,13 +180,7 @@ def main(argv=None):
   parser.add_argument("--only", help="run the cases whose name starts with this letter")
   parser.add_argument("--write", metavar="FILE", help="put the table into FILE's marked block")
   args = parser.parse_args(argv)
-  args.command = "python benchmarks/ops.py" + "".join(
-      f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-  torch.set_num_threads(train_step.THREADS)
-  options = compile_lib.compiler_options()
-  compile_lib.keep_freed_memory()
-  env = train_step.environment()
-  start = time.perf_counter()
+  options, env, args.command, start = train_step.setup_run("ops.py", argv)
   rng = np.random.default_rng(0)
   rows = []
   for case in CASES:

@@ -431,6 +431,19 @@ def run_split(model_name, label, batch_size, rounds, round_seconds, mnist_dir, o
 
 # ----------------------------------------------------------------------------- reporting
 
+def setup_run(script, argv):
+  """What every benchmark of one process does first, by the timing rule: PyTorch on
+  ``THREADS`` threads, freed memory kept as the trainer keeps it. Returns the trainer's
+  compiler options, the environment to report, the command line that ran (``script`` and
+  its arguments) and the start time."""
+  torch.set_num_threads(THREADS)
+  options = compile_lib.compiler_options()
+  compile_lib.keep_freed_memory()
+  command = f"python benchmarks/{script}" + "".join(
+      f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+  return options, environment(), command, time.perf_counter()
+
+
 def environment():
   load = os.getloadavg()
   return {
