@@ -1,4 +1,5 @@
-"""``train_and_evaluate(config, workdir)``: the one training loop of every experiment.
+"""``train_and_evaluate(config, workdir)``: the training loop of every task that trains a
+classifier (all but co-localisation, whose loop is its own; :mod:`stn_jax.train.run` picks).
 
 Data parallelism is JAX's own: a ``Mesh`` over every device of every process
 with one axis, ``data``; the batch is sharded along it, the parameters are
@@ -30,7 +31,7 @@ from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, loop, optim, pictures, stopping, tasks
 # The built-in tasks, registered as they are imported (stn_jax.train.tasks).
-from stn_jax.train import cub_task, mnist_task, svhn_task  # noqa: F401  pylint: disable=unused-import
+from stn_jax.train import cub_task, mnist_task, svhn_task  # noqa: F401  pylint: disable=W0611
 from stn_jax.train.loop import (NonFiniteLossError, Saver, TrainState, log_train, restore, stopped,
                                  write_config)
 
