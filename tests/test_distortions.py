@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stn_jax import ops
 from stn_jax.datasets import distortions as D
 
 KEY = jax.random.key(0)
@@ -219,3 +220,24 @@ def test_colocalization_set_is_one_class_fixed_by_seed():
     assert any(np.all(crop >= d - 1e-7) for d in class1)
   with pytest.raises(ValueError, match="Class 1 has 20 digits, fewer than the 100"):
     D.colocalization_set(digits, labels, 1, clutter=False, seed=0)
+
+
+def test_projective_shows_nothing_beyond_the_horizon():
+  # A white square fills the source, so a ghost beyond the horizon would show as ink.
+  squares = np.ones((512, 28, 28), np.float32)
+  images, p = D.distort_batch("P", KEY, squares)
+  h = np.concatenate([np.asarray(p["h"], np.float64), np.ones((512, 1))], 1).reshape(512, 3, 3)
+  t = (np.arange(28) + 0.5) / 14 - 1
+  xy1 = np.stack([*np.meshgrid(t, t), np.ones((28, 28))], -1)
+  w = np.einsum("yxj,bj->byx", xy1, h[:, 2])
+  centre = np.asarray(p["corners"]).mean(1)
+  front = h[:, 2, 0] * centre[:, 0] + h[:, 2, 1] * centre[:, 1] + 1
+  behind = w * front[:, None, None] <= 0
+  assert behind.any(axis=(1, 2)).sum() >= 10  # the case arises in this batch
+  images = np.asarray(images)[..., 0]
+  assert np.all(images[behind] == 0)
+  # In front of the horizon, the warp is the plain homography's.
+  plain = np.asarray(jax.vmap(lambda hh, d: D._warp(d, ops.projective_grid(hh, (28, 28))))(  # pylint: disable=protected-access
+      jnp.asarray(p["h"]), jnp.asarray(squares)))[..., 0]
+  np.testing.assert_allclose(images[~behind], plain[~behind], atol=1e-6)
+  assert plain[behind].max() > 0.5  # which would have drawn a ghost there

@@ -110,7 +110,8 @@ CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], np.floa
 
 
 def projective(key, digit, others=None):
-  """P: scale in [0.75, 1.0], then each corner moved by N(0, 5 px), 28x28.
+  """P: scale in [0.75, 1.0], then each corner moved by N(0, 5 px), 28x28; what lies beyond
+  the homography's horizon stays black.
 
   Returns:
     ``(image (28, 28, 1), {'scale', 'corners' (4, 2) where the digit's corners
@@ -122,7 +123,16 @@ def projective(key, digit, others=None):
   noise = jax.random.normal(kn, (4, 2)) * 5.0 * (2 / DIGIT)  # 5 px in normalised units
   corners = CORNERS * scale + noise
   h = homography(CORNERS, corners)
-  image = _warp(digit, ops.projective_grid(h, (DIGIT, DIGIT)))
+  grid = ops.projective_grid(h, (DIGIT, DIGIT))
+  # A homography also maps the points beyond its horizon (w of the other sign than on the
+  # digit) onto the source plane, where a picture shows nothing: a mirrored ghost of the
+  # digit. Those points read nothing (NaN: the sampler's "nowhere").
+  base = ops.identity_grid((DIGIT, DIGIT))
+  w = h[6] * base[..., 0] + h[7] * base[..., 1] + 1
+  centre = jnp.mean(corners, 0)
+  front = h[6] * centre[0] + h[7] * centre[1] + 1
+  grid = jnp.where((w * front > 0)[..., None], grid, jnp.nan)
+  image = _warp(digit, grid)
   return image, {"scale": scale, "corners": corners, "h": h}
 
 
