@@ -271,7 +271,8 @@ def test_cub_pretrained_backbone_goes_into_every_backbone(tmp_path):
 
 def test_readme_model_example_runs():
   readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-  code = re.findall(r"```python\n(.*?)```", readme, re.S)[1]
+  section = readme.split("## A spatial transformer in a Flax model", 1)[1].split("\n## ", 1)[0]
+  code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
   namespace = {}
   exec(compile(code, "README.md", "exec"), namespace)
   assert namespace["logits"].shape == (8, 10)
