@@ -83,9 +83,9 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
   assert "rts_fcn: done" in capsys.readouterr().out
 
   # A finished run with other settings is neither taken as done nor overwritten.
-  monkeypatch.setitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None), 0.5)
+  monkeypatch.setitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None), "loc0.1")
   before = (runs / "rts_st_fcn" / "results.json").read_text()
-  with pytest.raises(SystemExit, match="localization_lr_multiplier: 1.0 there, 0.5 here"):
+  with pytest.raises(SystemExit, match="localization_lr_multiplier: 1.0 there, 0.1 here"):
     make_results.main(["run"] + args)
   assert (runs / "rts_st_fcn" / "results.json").read_text() == before
   monkeypatch.delitem(make_results.LOCALIZATION_LR, ("rts", "st_fcn", None))
