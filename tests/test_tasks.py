@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from stn_jax.errors import ConfigError
-from stn_jax.train import cub_task, mnist_task, svhn_task, tasks
+from stn_jax.train import addition_task, cub_task, mnist_task, svhn_task, tasks
 
 
 def test_every_built_in_task_is_a_registered_task():
   assert tasks.TASKS == {"distorted_mnist": mnist_task.DistortedMnist,
-                         "mnist_addition": mnist_task.MnistAddition,
+                         "mnist_addition": addition_task.MnistAddition,
                          "svhn": svhn_task.Svhn, "cub": cub_task.Cub}
   assert all(issubclass(cls, tasks.Task) for cls in tasks.TASKS.values())
 

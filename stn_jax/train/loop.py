@@ -28,6 +28,8 @@ __all__ = ["NonFiniteLossError", "Saver", "TrainState", "check_finite", "log_tra
 
 @flax.struct.dataclass
 class TrainState:
+  """What a checkpoint holds of a run: the step, the parameters, BatchNorm's statistics
+  (empty for models without), the optimiser's state and the run's PRNG key."""
   step: jax.Array
   params: Any
   batch_stats: Any

@@ -1,8 +1,9 @@
-"""The MNIST tasks: distorted MNIST (R, RTS, P, E, TC or plain digits) and MNIST addition.
+"""Distorted MNIST (R, RTS, P, E, TC or plain digits), and the base of every MNIST task.
 
-Both read the digits with :func:`stn_jax.datasets.load_mnist` (IDX files or TFDS), split
-a validation set off the training digits, draw the paper's distortions on the device
-at every training step and distort the validation and test sets once, with fixed seeds.
+The MNIST tasks (this one and :mod:`stn_jax.train.addition_task`) read the digits with
+:func:`stn_jax.datasets.load_mnist` (IDX files or TFDS), split a validation set off the
+training digits, draw the paper's distortions on the device at every training step and
+distort the validation and test sets once, with fixed seeds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 
-import jax
 import numpy as np
 
 from stn_jax import models
@@ -18,7 +18,7 @@ from stn_jax.datasets import distortions, load_mnist, pipeline, split_train_vali
 from stn_jax.errors import ConfigError
 from stn_jax.train import tasks
 
-__all__ = ["DistortedMnist", "MnistAddition", "mnist_digits"]
+__all__ = ["DistortedMnist", "MnistTask", "mnist_digits"]
 
 # The input each distortion produces (None: plain 28x28 MNIST).
 _SHAPES = {None: (28, 28, 1), "R": (28, 28, 1), "RTS": (42, 42, 1), "P": (28, 28, 1),
@@ -40,8 +40,9 @@ def mnist_digits(source, data_dir, num_validation, split_seed):
           (test_images, test_labels))
 
 
-class _MnistTask(tasks.Task):
-  """What both MNIST tasks share: the digits, the model, the evaluation batches."""
+class MnistTask(tasks.Task):
+  """What the MNIST tasks share: the digits of ``config.data`` (train, validation and test,
+  read once), the model, and the evaluation batches of the sets that ``_fixed`` makes."""
 
   def __init__(self, config, distortion, input_shape):
     super().__init__(config)
@@ -73,7 +74,7 @@ class _MnistTask(tasks.Task):
 
 
 @tasks.register("distorted_mnist")
-class DistortedMnist(_MnistTask):
+class DistortedMnist(MnistTask):
   """Classification of distorted MNIST digits (R, RTS, P, E, TC, or none).
 
   Training digits are distorted on the device with a key from the step, so
@@ -120,83 +121,4 @@ class DistortedMnist(_MnistTask):
     d = self.config.data
     sizes = {k: len(v[1]) for k, v in self._digits().items()}
     return {"dataset": f"mnist_{d.distortion or 'plain'}", "mnist_source": d.source,
-            "examples": sizes}
-
-
-class _Grouped:
-  """Regroups each host batch of ``k * b`` digits into ``b`` rows of ``k`` digits.
-
-  Keeps the wrapped grain iterator's ``get_state``/``set_state``, so a run
-  resumes with the same groups.
-  """
-
-  def __init__(self, iterator, k):
-    self._it, self._k = iterator, k
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = next(self._it)
-    return {key: v.reshape(v.shape[0] // self._k, self._k, *v.shape[1:])
-            for key, v in batch.items()}
-
-  def get_state(self):
-    return self._it.get_state()
-
-  def set_state(self, state):
-    self._it.set_state(state)
-
-
-@tasks.register("mnist_addition")
-class MnistAddition(_MnistTask):
-  """MNIST addition (supplementary 1.1): two digits, each under its own RTS, one per
-  channel of a 42x42x2 input; the label is their sum (19 classes, 0-18).
-
-  Training pairs are the consecutive digits of each process's shuffled stream,
-  distorted on the device every step. An evaluation set pairs every digit of
-  the split with a partner chosen by a seeded permutation, then distorts both
-  with keys from the same seed: the set has as many pairs as the split digits.
-  """
-
-  NUM_CLASSES = 19
-
-  def __init__(self, config):
-    super().__init__(config, "addition", (42, 42, 2))
-
-  def model(self):
-    kwargs = {"num_classes": self.NUM_CLASSES, **self.config.model_kwargs.to_dict()}
-    return models.get_model(self.config.model, input_shape=self.input_shape, **kwargs)
-
-  def train_iterator(self, process_index, process_count):
-    images, labels = self._digits()["train"]
-    digits = pipeline.train_iterator(images, labels, global_batch=2 * self.config.batch_size,
-                                     seed=self.config.seed, process_index=process_index,
-                                     process_count=process_count)
-    return _Grouped(digits, 2)
-
-  def device_batch(self, batch, key):
-    digits = batch["image"][..., 0]  # (B, 2, 28, 28)
-    images, _ = distortions.addition_batch(key, digits[:, 0], digits[:, 1])
-    return images, batch["label"].sum(axis=1)
-
-  def _fixed(self, name):
-    if name not in self._cache:
-      images, labels = self._digits()[name]
-      seed = self.config.data[f"{name}_seed"]
-      partner = np.random.default_rng(seed).permutation(len(images))
-      digits = images.astype(np.float32) / 255.0
-      key = jax.random.key(seed)
-      parts = []
-      logging.info("Making the %s addition set (%d pairs, seed %d).", name, len(images), seed)
-      for j, start in enumerate(range(0, len(images), 1000)):
-        a = digits[start:start + 1000]
-        b = digits[partner[start:start + 1000]]
-        parts.append(np.asarray(distortions.addition_batch(jax.random.fold_in(key, j), a, b)[0]))
-      self._cache[name] = (np.concatenate(parts), (labels + labels[partner]).astype(np.int32))
-    return self._cache[name]
-
-  def describe(self):
-    sizes = {k: len(v[1]) for k, v in self._digits().items()}
-    return {"dataset": "mnist_addition", "mnist_source": self.config.data.source,
             "examples": sizes}

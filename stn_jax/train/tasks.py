@@ -5,7 +5,8 @@ A task is a subclass of :class:`Task` registered under the name a config's ``tas
 field gives (:func:`register`); :func:`make_task` builds the one a config names, importing
 ``config.task_module`` first for a task defined elsewhere. The
 trainer calls the methods below and nothing else. The built-in tasks are
-``distorted_mnist`` and ``mnist_addition`` (:mod:`stn_jax.train.mnist_task`), ``svhn``
+``distorted_mnist`` (:mod:`stn_jax.train.mnist_task`), ``mnist_addition``
+(:mod:`stn_jax.train.addition_task`), ``svhn``
 (:mod:`stn_jax.train.svhn_task`) and ``cub`` (:mod:`stn_jax.train.cub_task`);
 co-localisation trains no classifier and has a loop of its own
 (:mod:`stn_jax.train.colocalisation`).

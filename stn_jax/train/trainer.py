@@ -31,7 +31,7 @@ from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
 from stn_jax.train import faults, loop, optim, pictures, stopping, tasks
 # The built-in tasks, registered as they are imported (stn_jax.train.tasks).
-from stn_jax.train import cub_task, mnist_task, svhn_task  # noqa: F401  pylint: disable=W0611
+from stn_jax.train import addition_task, cub_task, mnist_task, svhn_task  # noqa: F401
 from stn_jax.train.loop import (NonFiniteLossError, Saver, TrainState, log_train, restore, stopped,
                                  write_config)
 
