@@ -41,17 +41,17 @@ the per-round ratio stn_jax/PyTorch (images/s over images/s, >1: stn_jax is
 faster), its median and its min-max over the rounds.
 
 ``--split`` times the parts of one step for the CNN and the ST-CNN on RTS (or
-``--split-input tc``) at
-batch 64, each jitted alone, by the same method: forward, forward+backward, the
-localisation net, the grid+sampler and the classifier (fwd+bwd), and every
-convolution's forward, weight gradient and input gradient against
+``--split-input tc``) at batch 64, each jitted alone, by the same method: forward,
+forward+backward, the localisation net, the grid+sampler and the classifier
+(fwd+bwd), and every convolution's forward, weight gradient and input gradient against
 ``F.conv2d``, ``torch.nn.grad.conv2d_weight`` and ``conv2d_input``.
 
 ``--variants`` compiles the JAX side more than one way, timed in the same rounds:
 ``trainer`` (the trainer's compilation, ``stn_jax.train.compile``) and
 ``xla_default`` (XLA's own CPU defaults: YNNPACK takes the dot, convolution and
-reduce fusions) and ``dots_only`` (YNNPACK takes the dots alone). Each variant is checked against the twin as above; only the
-trainer's must agree, another's disagreement is reported.
+reduce fusions) and ``dots_only`` (YNNPACK takes the dots alone). Each variant is
+checked against the twin as above; only the trainer's must agree, another's
+disagreement is reported.
 
 ``--write FILE`` puts the tables between ``<!-- begin train_step.py:NAME -->``
 and ``<!-- end train_step.py:NAME -->`` markers of FILE (appended at its end the

@@ -300,7 +300,8 @@ def _localization_rates() -> str:
   """The sentence naming the runs whose localiser trains at a chosen fraction of the rate."""
   if not LOCALIZATION_LR:
     return ""
-  runs = ", ".join(f"the {run[0].upper()} {label(run)} at {token[len('loc'):]}x"
+  rates = _experiment().LOC_RATES
+  runs = ", ".join(f"the {run[0].upper()} {label(run)} at {rates[token]}x"
                    for run, token in LOCALIZATION_LR.items())
   return (f"Localisation nets train at the base rate, except {runs} (chosen on the validation "
           "split; docs/paper_notes.md). ")

@@ -14,17 +14,18 @@ Add ``smoke`` for a few steps on a few digits (what the tests run), e.g.
 
 ``results`` is the budget of docs/results.md instead of the paper's: 3000 steps of 64,
 the rate divided by ten at 40% and 80% of them, ten evaluations (why: docs/paper_notes.md,
-"First results"). ``loc0.3`` or ``loc0.1`` trains the localisation
-net at that fraction of the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,loc0.3``
-(chosen on the validation split: docs/paper_notes.md, "First results").
+"First results"). ``loc0.3`` or ``loc0.1`` trains the localisation net at that fraction of
+the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,loc0.3`` (chosen on the validation
+split: docs/paper_notes.md, "First results").
 """
 
 from stn_jax.train.config import base_config, mnist_data, mnist_smoke, parse_variant
 
 DISTORTIONS = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "plain": None}
+LOC_RATES = {"loc0.1": 0.1, "loc0.3": 0.3}  # the localisation net's fraction of the rate
 CHOICES = {"distortion": tuple(DISTORTIONS), "model": ("fcn", "cnn", "st_fcn", "st_cnn"),
            "transform": ("affine", "projective", "tps"), "smoke": (True,), "results": (True,),
-           "loc": ("loc0.1", "loc0.3")}
+           "loc": tuple(LOC_RATES)}
 DEFAULTS = {"distortion": "rts", "model": "st_cnn", "transform": None, "smoke": False,
             "results": False, "loc": None}
 # docs/results.md's budget and schedule.
@@ -60,7 +61,7 @@ def get_config(arg=None):
     if not v["model"].startswith("st_"):
       raise ValueError(f"{v['loc']} sets the localisation net's rate: st_fcn and st_cnn only, "
                        f"not {v['model']}.")
-    c.localization_lr_multiplier = float(v["loc"][3:])
+    c.localization_lr_multiplier = LOC_RATES[v["loc"]]
   if v["results"]:
     budget(c, RESULTS_STEPS, RESULTS_BATCH)
   if v["smoke"]:  # a few steps on a few digits (what the tests run)

@@ -127,11 +127,9 @@ def projective(key, digit, others=None):
   # A homography also maps the points beyond its horizon (w of the other sign than on the
   # digit) onto the source plane, where a picture shows nothing: a mirrored ghost of the
   # digit. Those points read nothing (NaN: the sampler's "nowhere").
-  base = ops.identity_grid((DIGIT, DIGIT))
-  w = h[6] * base[..., 0] + h[7] * base[..., 1] + 1
-  centre = jnp.mean(corners, 0)
-  front = h[6] * centre[0] + h[7] * centre[1] + 1
-  grid = jnp.where((w * front > 0)[..., None], grid, jnp.nan)
+  w = lambda xy: h[6] * xy[..., 0] + h[7] * xy[..., 1] + 1
+  in_front = w(ops.identity_grid((DIGIT, DIGIT))) * w(jnp.mean(corners, 0)) > 0
+  grid = jnp.where(in_front[..., None], grid, jnp.nan)
   image = _warp(digit, grid)
   return image, {"scale": scale, "corners": corners, "h": h}
 

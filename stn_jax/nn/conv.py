@@ -156,10 +156,8 @@ def _kernel_spectrum(w, fh, fw):
   C_in * C_out mostly-zero planes."""
   kh, kw, cin, cout = w.shape
   fr = fw // 2 + 1
-  u, v = np.arange(fh)[:, None], np.arange(fr)[None, :]
-  i, j = np.arange(kh)[:, None], np.arange(kw)[None, :]
-  angle = -2 * np.pi * ((u.reshape(-1, 1, 1, 1) * i[None, None]) / fh
-                        + (v.reshape(1, -1, 1, 1) * j[None, None]) / fw)   # (fh, fr, kh, kw)
+  u, v, i, j = np.ix_(np.arange(fh), np.arange(fr), np.arange(kh), np.arange(kw))
+  angle = -2 * np.pi * (u * i / fh + v * j / fw)                     # (fh, fr, kh, kw)
   basis = np.stack([np.cos(angle), np.sin(angle)]).reshape(2 * fh * fr, kh * kw)
   taps = jnp.swapaxes(w, 2, 3).reshape(kh * kw, cout * cin)
   spectrum = jnp.dot(jnp.asarray(basis, w.dtype), taps).reshape(2, fh * fr, cout, cin)
@@ -172,9 +170,7 @@ def _kernel_from_spectrum(spectrum, kh, kw, fh, fw, pt, pl, dtype):
   ``(i - pt, j - pl)`` only, as one matrix product."""
   fr = fw // 2 + 1
   _, cin, cout = spectrum.shape
-  u, v = np.arange(fh).reshape(1, 1, -1, 1), np.arange(fr).reshape(1, 1, 1, -1)
-  s = (np.arange(kh) - pt).reshape(-1, 1, 1, 1)
-  t = (np.arange(kw) - pl).reshape(1, -1, 1, 1)
+  s, t, u, v = np.ix_(np.arange(kh) - pt, np.arange(kw) - pl, np.arange(fh), np.arange(fr))
   angle = 2 * np.pi * (u * s / fh + v * t / fw)                      # (kh, kw, fh, fr)
   # A real signal's half spectrum counts twice, except the columns that are their own mirror.
   weight = np.full(fr, 2.0)

@@ -337,8 +337,7 @@ def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encod
         logged_now = step % config.log_every == 0 or last
         if logged_now:
           loop.log_train(step, pending, checkpoints, writer, progress,
-                            ("loss", "active_pairs", "scale", "learning_rate",
-                             "steps_per_second"))
+                         ("loss", "active_pairs", "scale", "learning_rate", "steps_per_second"))
           pending = []
         if step % config.eval_every == 0 or last:
           final = evaluate(step)

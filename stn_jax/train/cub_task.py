@@ -222,9 +222,6 @@ class Cub(tasks.Task):
     del key  # the crops are drawn on the host
     return self.normalise(batch["image"]), batch["label"]
 
-  def eval_sets(self):
-    return ("validation", "test")
-
   def eval_batches(self, name, batch_size, process_index, process_count):
     if name not in self._sources or name == "train":
       raise ValueError(f"Unknown CUB evaluation set {name!r}; known: {self.eval_sets()}.")

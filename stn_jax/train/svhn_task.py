@@ -176,9 +176,6 @@ class Svhn(tasks.Task):
   def losses(self, logits, labels):
     return sequence_losses(logits, labels)
 
-  def eval_sets(self):
-    return ("validation", "test")
-
   def eval_batches(self, name, batch_size, process_index, process_count):
     if self._splits is not None:
       return pipeline.source_eval_batches(
