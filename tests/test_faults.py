@@ -131,6 +131,7 @@ def test_kill_between_the_regular_and_the_best_checkpoint(mnist_dir, straight, t
   assert_records_once(workdir, straight)
 
 
+@pytest.mark.slow  # 13 s of real subprocess runs
 def test_a_best_checkpoint_ahead_of_the_latest_is_recomputed(mnist_dir, straight, tmp_path):
   # What an older version left when killed between best/N and checkpoints/N: every restart
   # then failed with Orbax's StepAlreadyExistsError.
@@ -149,6 +150,7 @@ def test_a_best_checkpoint_ahead_of_the_latest_is_recomputed(mnist_dir, straight
       os.path.join(straight, "best"))
 
 
+@pytest.mark.slow  # 11 s of real subprocess runs
 def test_a_finished_run_resumed_keeps_its_best_record(mnist_dir, straight, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(straight, workdir)
@@ -380,6 +382,7 @@ def test_a_diverged_process_saves_nothing_and_says_so(mnist_dir, tmp_path):
     assert not [s for s in os.listdir(os.path.join(workdir, folder)) if s.isdigit()]
 
 
+@pytest.mark.slow  # two CLI runs; the same refusal in-process stays in the default run
 def test_another_experiment_is_refused_from_the_command_line(mnist_dir, tmp_path):
   workdir = str(tmp_path / "run")
   ok(run(mnist_dir, workdir, "--config.num_steps=3"))
