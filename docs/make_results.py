@@ -1,18 +1,22 @@
-"""First results on real MNIST (issue 6): trains the nine distorted-MNIST runs, then writes
-``docs/results.md``, ``docs/results/*.json`` and the pictures from their ``results.json``.
+"""The paper's MNIST tables on real MNIST digits (issues 6 and 17): trains every run of
+Table 1 (R, RTS, P, E x eight models), the TC line and the supplement's MNIST addition
+table, then writes ``docs/results.md``, ``docs/results/*.json`` and the pictures.
 
   python docs/make_results.py run      # train what is missing (resumes), then write
   python docs/make_results.py write    # only rewrite the docs from finished runs
   python docs/make_results.py gap      # after run: the FCN/ST-FCN runs that measure the gap
-  python docs/make_results.py seeds --seeds 1,2   # more seeds of the TC CNN/ST-CNN pair
+
+``run --only r,p`` trains the runs of those columns only (r, rts, p, e, tc, add).
 
 Every run has the same budget (``--steps``, ``--batch``; default 3000 steps of
 64) and schedule: the learning rate 0.01 is divided by ten at 40% and at 80% of
 the steps (the paper divides its 150k at each third; why ours differs is in
-docs/paper_notes.md, "First results", and docs/lab_notes.md). Runs live in
-``--runs`` (default ``runs/first_results``, git-ignored); a run stopped midway
-resumes from its checkpoint. MNIST comes from ``$STN_MNIST_DIR`` (see
-data/README.md).
+docs/paper_notes.md, "First results", and docs/lab_notes.md). Seed 0 of every
+run trains first; then seeds 1 and 2 of the runs :func:`seed_plan` names. Runs
+live in ``--runs`` (default ``runs/first_results``, git-ignored); a run stopped
+midway resumes from its checkpoint. A result committed in ``docs/results/`` counts
+as done: it is kept and not trained again. MNIST comes from ``$STN_MNIST_DIR``
+(see data/README.md).
 """
 
 from __future__ import annotations
@@ -30,29 +34,53 @@ import numpy as np
 DOCS = pathlib.Path(__file__).resolve().parent
 REPO = DOCS.parent
 
-# (distortion, model, transform): the nine runs of issue 6.
-RUNS = [("rts", "fcn", None), ("rts", "cnn", None), ("rts", "st_fcn", None),
-        ("rts", "st_cnn", None), ("rts", "st_cnn", "tps"),
-        ("tc", "fcn", None), ("tc", "cnn", None), ("tc", "st_fcn", None), ("tc", "st_cnn", None)]
-# % test error from ../shared/paper/paper_results.md (Table 1 and the TC line); affine STs
-# unless named.
-PAPER = {("rts", "fcn", None): 5.2, ("rts", "cnn", None): 0.8, ("rts", "st_fcn", None): 0.8,
-         ("rts", "st_cnn", None): 0.5, ("rts", "st_cnn", "tps"): 0.5,
-         ("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5, ("tc", "st_fcn", None): 2.0,
-         ("tc", "st_cnn", None): 1.7}
+# A run is (column, model, transform): the column is a distortion of distorted_mnist.py, or
+# "add" for the MNIST addition (mnist_addition.py); transform None is the model's default
+# (affine, and TPS for the addition's transformers).
+COLUMNS = ("r", "rts", "p", "e")
+TABLE1_MODELS = [("fcn", None), ("cnn", None), ("st_fcn", None), ("st_fcn", "projective"),
+                 ("st_fcn", "tps"), ("st_cnn", None), ("st_cnn", "projective"),
+                 ("st_cnn", "tps")]
+TC_MODELS = [("fcn", None), ("cnn", None), ("st_fcn", None), ("st_cnn", None)]
+ADDITION_MODELS = [("fcn", None), ("cnn", None), ("st_fcn", None), ("2xst_fcn", None)]
+TABLES = {
+    "Table 1: distorted MNIST": [(d, m, t) for d in COLUMNS for m, t in TABLE1_MODELS],
+    "Translated and cluttered MNIST (TC)": [("tc", m, t) for m, t in TC_MODELS],
+    "Supplementary Table 1: MNIST addition": [("add", m, t) for m, t in ADDITION_MODELS],
+}
+RUNS = [run for runs in TABLES.values() for run in runs]
+# % test error from ../shared/paper/paper_results.md.
+_PAPER_TABLE1 = {  # model row: R, RTS, P, E
+    ("fcn", None): (2.1, 5.2, 3.1, 3.2), ("cnn", None): (1.2, 0.8, 1.5, 1.4),
+    ("st_fcn", None): (1.2, 0.8, 1.5, 2.7), ("st_fcn", "projective"): (1.3, 0.9, 1.4, 2.6),
+    ("st_fcn", "tps"): (1.1, 0.8, 1.4, 2.4), ("st_cnn", None): (0.7, 0.5, 0.8, 1.2),
+    ("st_cnn", "projective"): (0.8, 0.6, 0.8, 1.3), ("st_cnn", "tps"): (0.7, 0.5, 0.8, 1.1)}
+PAPER = {(d, m, t): row[i] for (m, t), row in _PAPER_TABLE1.items()
+         for i, d in enumerate(COLUMNS)}
+PAPER.update({("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5,
+              ("tc", "st_fcn", None): 2.0, ("tc", "st_cnn", None): 1.7,
+              ("add", "fcn", None): 47.7, ("add", "cnn", None): 14.7,
+              ("add", "st_fcn", None): 18.5, ("add", "2xst_fcn", None): 5.8})
 # What the committed runs' wall times include besides the run itself.
 RUN_NOTES = {
     ("tc", "cnn", None): "includes about 17 minutes in which a pilot run (TC ST-CNN, "
                          "localisation at 0.1x) shared the 2 cores.",
     ("tc", "st_cnn", None): "trained beside its seed-2 run, the two sharing the 2 cores "
                             "throughout; alone, seed 1 took 9.5 minutes.",
+    ("rts", "cnn", None): "trained before the convolution gradients of issue 15 (about 2.5x "
+                          "faster now).",
 }
 # Localisation-net learning-rate multipliers chosen on the validation split (the paper gives
 # none for MNIST; every other ST run trains its localiser at the base rate): the config's
 # variant. At the full rate the TC ST-CNN's validation error rose before the first decay at
 # every seed; why 0.3 is in docs/paper_notes.md, "First results", and docs/lab_notes.md.
 LOCALIZATION_LR = {("tc", "st_cnn", None): "loc0.3"}
-NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN"}
+NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN",
+         "2xst_fcn": "2xST-FCN"}
+TRANSFORMS = {None: "Aff", "projective": "Proj", "tps": "TPS"}
+COLUMN_NAMES = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "add": "addition"}
+FCN_FAMILY = ("fcn", "st_fcn", "2xst_fcn")
+EXTRA_SEEDS = (1, 2)
 
 
 def run_name(run) -> str:
@@ -60,40 +88,120 @@ def run_name(run) -> str:
 
 
 def label(run) -> str:
-  _, model, transform = run
+  column, model, transform = run
   name = NAMES[model]
-  if model.startswith("st_"):
-    name += " " + {"tps": "TPS", None: "Aff"}[transform]
+  if model.startswith(("st_", "2xst_")):
+    name += " " + (TRANSFORMS[transform] if column != "add" else
+                   TRANSFORMS[transform or "tps"])
   return name
 
 
-def _experiment():
-  spec = importlib.util.spec_from_file_location("distorted_mnist",
-                                                REPO / "experiments" / "distorted_mnist.py")
+def base_of(run):
+  """The model an ST run is compared with: the FCN for the FCN-based ones, else the CNN."""
+  column, model, _ = run
+  if model in ("st_fcn", "2xst_fcn"):
+    return (column, "fcn", None)
+  if model == "st_cnn":
+    return (column, "cnn", None)
+  return None
+
+
+def _experiment(run):
+  name = "mnist_addition" if run[0] == "add" else "distorted_mnist"
+  spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
 
 
+def experiment_file(run) -> str:
+  return "experiments/" + ("mnist_addition.py" if run[0] == "add" else "distorted_mnist.py")
+
+
 def variant(run) -> str:
-  """The config variant of ``run`` on this page: ``experiments/distorted_mnist.py:<variant>``
+  """The config variant of ``run`` on this page: ``<experiment_file(run)>:<variant>``
   reproduces it."""
+  column, model, transform = run
   loc = LOCALIZATION_LR.get(tuple(run))
-  return ",".join([p for p in run if p] + ["results"] + ([loc] if loc else []))
+  parts = ([] if column == "add" else [column]) + [model] + ([transform] if transform else [])
+  return ",".join(parts + ["results"] + ([loc] if loc else []))
 
 
-def make_config(run, steps: int, batch: int, num_eval=None):
-  module = _experiment()
-  c = module.get_config(variant(run))
+def command(run, seed=0) -> str:
+  return (f"python -m stn_jax.main --config={experiment_file(run)}:{variant(run)} "
+          f"--workdir=runs/{run_name(run)}" + (f" --config.seed={seed}" if seed else ""))
+
+
+def make_config(run, steps: int, batch: int, num_eval=None, seed: int = 0):
+  from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  c = _experiment(run).get_config(variant(run))
   with c.unlocked():
-    if (steps, batch) != (module.RESULTS_STEPS, module.RESULTS_BATCH):
-      module.budget(c, steps, batch)
+    if (steps, batch) != (config_lib.RESULTS_STEPS, config_lib.RESULTS_BATCH):
+      config_lib.results_budget(c, steps, batch)
     c.data.num_eval = num_eval
+    c.seed = seed
   return c
 
 
-def _train_unless_done(config, workdir: pathlib.Path, what: str) -> bool:
-  """Trains ``config`` in ``workdir`` (resuming), unless it already finished there.
+# ------------------------------------------------------------- where results are
+
+
+def workdir_of(runs_dir: pathlib.Path, run, seed=0) -> pathlib.Path:
+  return runs_dir / run_name(run) if seed == 0 else (
+      runs_dir / "seeds" / f"{run_name(run)}_seed{seed}")
+
+
+def committed_path(docs: pathlib.Path, run, seed=0) -> pathlib.Path:
+  return docs / "results" / (f"{run_name(run)}.json" if seed == 0 else
+                             f"seeds/{run_name(run)}_seed{seed}.json")
+
+
+def _validation_curve(workdir: pathlib.Path):
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
+    return None
+  points = {}
+  for line in path.read_text().splitlines():
+    r = json.loads(line)
+    if r.get("split") == "validation":
+      points[r["step"]] = r["error"]
+  return sorted(points.items())
+
+
+def load_result(runs_dir, docs, run, seed=0):
+  """The result of ``run`` at ``seed``: its workdir's ``results.json`` (with its wall time
+  and validation curve), else the one committed in ``docs/results/``; None if neither."""
+  workdir = workdir_of(runs_dir, run, seed)
+  if (workdir / "results.json").exists():
+    r = json.loads((workdir / "results.json").read_text())
+    wall = workdir / "wall_seconds.json"
+    r["wall_seconds_total"] = (json.loads(wall.read_text())["total"] if wall.exists()
+                               else r["wall_seconds_this_session"])
+    curve = _validation_curve(workdir)
+    if curve:
+      r["validation_curve"] = curve
+    return r
+  path = committed_path(docs, run, seed)
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def find_results(runs_dir, docs):
+  """run -> {seed: result} for every finished run and seed."""
+  found = {}
+  for run in RUNS:
+    for seed in (0,) + EXTRA_SEEDS:
+      r = load_result(runs_dir, docs, run, seed)
+      if r is not None:
+        found.setdefault(run, {})[seed] = r
+  return found
+
+
+# ------------------------------------------------------------------- training
+
+
+def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, what: str) -> bool:
+  """Trains ``config`` in ``workdir`` (resuming), unless it already finished there or its
+  result is committed at ``committed``.
 
   A workdir whose checkpoints are of a run with other settings (the trainer's own
   check, ``check_workdir``) stops the sweep: such a run is neither taken as done nor
@@ -105,24 +213,76 @@ def _train_unless_done(config, workdir: pathlib.Path, what: str) -> bool:
     checkpoint.check_workdir(config, str(workdir))
   except errors.ConfigError as e:
     raise SystemExit(f"{e} (Or pass another --runs.)") from None
-  if (workdir / "results.json").exists():
+  if (workdir / "results.json").exists() or committed.exists():
     print(f"{workdir.name}: done")
     return False
   print(f"{workdir.name}: training ({what})", flush=True)
+  wall = workdir / "wall_seconds.json"
+  before = json.loads(wall.read_text())["total"] if wall.exists() else 0.0
+  start = time.time()
   train.train_and_evaluate(config, str(workdir))
+  wall.write_text(json.dumps({"total": before + time.time() - start}))
   return True
 
 
-def train_all(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
-  # Cheapest first, so a sweep cut short has the most runs finished.
-  for run in sorted(RUNS, key=lambda r: (r[1] == "cnn", r[0] == "tc" and r[1] == "st_cnn")):
-    workdir = runs_dir / run_name(run)
-    wall = workdir / "wall_seconds.json"
-    before = json.loads(wall.read_text())["total"] if wall.exists() else 0.0
-    start = time.time()
-    if _train_unless_done(make_config(run, steps, batch, num_eval), workdir,
-                          f"{steps} steps of {batch}"):
-      wall.write_text(json.dumps({"total": before + time.time() - start}))
+# Relative cost of a step, for training the cheapest runs first (so a sweep cut short has
+# the most runs finished): the model's, times the input's area.
+_MODEL_COST = {"fcn": 1, "st_fcn": 2, "2xst_fcn": 3, "st_cnn": 15, "cnn": 30}
+_AREA = {"r": 28 * 28, "p": 28 * 28, "e": 28 * 28, "rts": 42 * 42, "add": 2 * 42 * 42,
+         "tc": 60 * 60}
+
+
+def _cost(run):
+  return _MODEL_COST[run[1]] * _AREA[run[0]]
+
+
+def seed_spread(errors) -> float:
+  return max(errors) - min(errors)
+
+
+def seed_plan(found) -> list:
+  """The runs that also train seeds 1 and 2, from the results so far (``find_results``).
+
+  The FCN-based models (FCN, ST-FCN, 2xST-FCN) are cheap: always three seeds, as the paper
+  averages. A CNN-based pair (an ST-CNN and the CNN of its column) gets three seeds when
+  the two differ by less than twice the seed spread (largest minus smallest test error)
+  measured on the CNN-based runs that already have three seeds; every pair does while
+  none has.
+  """
+  plan = {run for run in RUNS if run[1] in FCN_FAMILY}
+  spreads = [seed_spread([r["test_error"] for r in seeds.values()])
+             for run, seeds in found.items() if run[1] not in FCN_FAMILY and len(seeds) >= 3]
+  spread = max(spreads) if spreads else None
+  for run in RUNS:
+    base = base_of(run)
+    if run[1] != "st_cnn" or run not in found or base not in found:
+      continue
+    diff = abs(_mean(found[run]) - _mean(found[base]))
+    if spread is None or diff < 2 * spread:
+      plan.update((run, base))
+  return sorted(plan, key=_cost)
+
+
+def _mean(seeds, key="test_error"):
+  return float(np.mean([r[key] for r in seeds.values()]))
+
+
+def train_all(runs_dir: pathlib.Path, docs: pathlib.Path, steps: int, batch: int,
+              num_eval=None, only=None):
+  chosen = [run for run in RUNS if only is None or run[0] in only]
+  for run in sorted(chosen, key=_cost):
+    _train_unless_done(make_config(run, steps, batch, num_eval), workdir_of(runs_dir, run),
+                       committed_path(docs, run), f"{steps} steps of {batch}")
+  trained = True
+  while trained:  # a new result can widen the spread and add pairs to the plan
+    trained = False
+    for run in seed_plan(find_results(runs_dir, docs)):
+      if run not in chosen:
+        continue
+      for seed in EXTRA_SEEDS:
+        trained |= _train_unless_done(
+            make_config(run, steps, batch, num_eval, seed), workdir_of(runs_dir, run, seed),
+            committed_path(docs, run, seed), f"{steps} steps of {batch}, seed {seed}")
 
 
 # ------------------------------------------------- measuring the gap to the paper
@@ -133,149 +293,192 @@ GAP_MODELS = [(d, m, None) for d in ("rts", "tc") for m in ("fcn", "st_fcn")]
 GAP_VARIANTS = {"quarter_digits": (0.25, 1), "half_digits": (0.5, 1), "4x_steps": (1.0, 4)}
 
 
-def gap_config(run, variant, steps, batch, num_train_full, num_eval=None):
-  fraction, times = GAP_VARIANTS[variant]
+def gap_config(run, variant_name, steps, batch, num_train_full, num_eval=None):
+  fraction, times = GAP_VARIANTS[variant_name]
   c = make_config(run, steps * times, batch, num_eval)
   with c.unlocked():
     c.data.num_train = int(num_train_full * fraction)
   return c
 
 
-def train_gap(runs_dir: pathlib.Path, steps: int, batch: int, num_eval=None):
+def _gap_committed(docs, run, variant_name):
+  return docs / "results" / "gap" / f"{run_name(run)}_{variant_name}.json"
+
+
+def train_gap(runs_dir: pathlib.Path, docs: pathlib.Path, steps: int, batch: int,
+              num_eval=None):
   for run in GAP_MODELS:
-    base = runs_dir / run_name(run) / "results.json"
-    if not base.exists():
-      raise SystemExit(f"{base} is missing: run `make_results.py run` first (the gap runs "
-                       "are compared with it).")
-    num_train = json.loads(base.read_text())["examples"]["train"]
-    for variant in GAP_VARIANTS:
-      workdir = runs_dir / "gap" / f"{run_name(run)}_{variant}"
-      config = gap_config(run, variant, steps, batch, num_train, num_eval)
-      _train_unless_done(config, workdir, f"{config.num_steps} steps of {batch} on "
-                         f"{config.data.num_train} digits")
+    base = load_result(runs_dir, docs, run)
+    if base is None:
+      raise SystemExit(f"{workdir_of(runs_dir, run) / 'results.json'} is missing: run "
+                       "`make_results.py run` first (the gap runs are compared with it).")
+    num_train = base["examples"]["train"]
+    for name in GAP_VARIANTS:
+      config = gap_config(run, name, steps, batch, num_train, num_eval)
+      _train_unless_done(config, runs_dir / "gap" / f"{run_name(run)}_{name}",
+                         _gap_committed(docs, run, name),
+                         f"{config.num_steps} steps of {batch} on {config.data.num_train} "
+                         "digits")
 
 
-def _gap_lines(runs_dir, results, docs):
+def _gap_lines(runs_dir, found, docs):
   rows = []
   for run in GAP_MODELS:
     cells = []
-    for variant in GAP_VARIANTS:
-      path = runs_dir / "gap" / f"{run_name(run)}_{variant}" / "results.json"
-      if not path.exists():
+    for name in GAP_VARIANTS:
+      path = runs_dir / "gap" / f"{run_name(run)}_{name}" / "results.json"
+      committed = _gap_committed(docs, run, name)
+      if path.exists():
+        committed.parent.mkdir(exist_ok=True)
+        committed.write_text(path.read_text())
+      if not committed.exists():
         return []
-      r = json.loads(path.read_text())
-      (docs / "results" / "gap").mkdir(exist_ok=True)
-      (docs / "results" / "gap" / f"{run_name(run)}_{variant}.json").write_text(
-          json.dumps(r, indent=2, sort_keys=True) + "\n")
-      cells.append(r)
-    if run not in results:
+      cells.append(json.loads(committed.read_text()))
+    if run not in found:
       return []
-    full = results[run]
-    rows.append(f"| {run[0].upper()} | {label(run)} | {100 * cells[0]['test_error']:.2f} | "
-                f"{100 * cells[1]['test_error']:.2f} | {100 * full['test_error']:.2f} | "
-                f"{100 * cells[2]['test_error']:.2f} | {PAPER[run]} |")
-  n = results[GAP_MODELS[0]]["examples"]["train"]
-  steps = results[GAP_MODELS[0]]["steps"]
+    full = found[run][0]
+    rows.append(f"| {COLUMN_NAMES[run[0]]} | {label(run)} | {_pc(cells[0]['test_error'])} | "
+                f"{_pc(cells[1]['test_error'])} | {_pc(full['test_error'])} | "
+                f"{_pc(cells[2]['test_error'])} | {PAPER[run]} |")
+  n = found[GAP_MODELS[0]][0]["examples"]["train"]
+  steps = found[GAP_MODELS[0]][0]["steps"]
   return [
       "", "## Where the gap to the paper comes from", "",
       "% test error of the cheap models when the training digits or the steps change (written",
-      "by `python docs/make_results.py gap`; results in `docs/results/gap/`). Every other",
-      "setting is the table's. The reading is in `docs/paper_notes.md`, \"First results\".", "",
+      "by `python docs/make_results.py gap`; results in `docs/results/gap/`; seed 0). Every",
+      "other setting is the tables'. The reading is in `docs/paper_notes.md`, \"First results\".",
+      "",
       f"| dataset | model | {n // 4} digits | {n // 2} digits | {n} digits (the table) | "
       f"{n} digits, {4 * steps} steps | paper (60k digits, 150k steps of 256) |",
       "|---|---|---|---|---|---|---|",
   ] + rows
 
 
-# ------------------------------------------------------ more seeds of one pair
-# At one seed the TC ST-CNN and CNN differ by less than two ST-CNN seeds do, so this pair is
-# also trained at further seeds (same budget) and compared by its mean, as the paper does.
-SEED_RUNS = [("tc", "cnn", None), ("tc", "st_cnn", None)]
-
-
-def seed_dir(runs_dir, run, seed):
-  return runs_dir / "seeds" / f"{run_name(run)}_seed{seed}"
-
-
-def train_seeds(runs_dir: pathlib.Path, steps: int, batch: int, seeds, num_eval=None):
-  for seed in seeds:
-    for run in sorted(SEED_RUNS, key=lambda r: r[1] == "cnn"):  # the cheap one first
-      workdir = seed_dir(runs_dir, run, seed)
-      config = make_config(run, steps, batch, num_eval)
-      with config.unlocked():
-        config.seed = seed
-      _train_unless_done(config, workdir, f"{steps} steps of {batch}, seed {seed}")
-
-
-def _seed_lines(runs_dir, results, docs):
-  """Per-seed and mean test errors of SEED_RUNS; seed 0 is the table's run."""
-  table, means, per_run = [], {}, {}
-  for run in SEED_RUNS:  # every finished seed is kept, even before the table can be written
-    per_run[run] = {0: results[run]["test_error"]} if run in results else {}
-    for path in sorted((runs_dir / "seeds").glob(f"{run_name(run)}_seed*/results.json")):
-      r = json.loads(path.read_text())
-      per_run[run][r["config"]["seed"]] = r["test_error"]
-      (docs / "results" / "seeds").mkdir(exist_ok=True)
-      (docs / "results" / "seeds" / f"{path.parent.name}.json").write_text(
-          json.dumps(r, indent=2, sort_keys=True) + "\n")
-  for run, errors in per_run.items():
-    if run not in results or len(errors) < 2:
-      return []
-    means[run] = float(np.mean(list(errors.values())))
-    cells = ", ".join(f"seed {k}: {100 * v:.2f}" for k, v in sorted(errors.items()))
-    table.append(f"| {run[0].upper()} | {label(run)} | {cells} | {100 * means[run]:.2f} | "
-                 f"{PAPER[run]} |")
-  base, st = (means[r] for r in SEED_RUNS)
-  return ["", "## More seeds of the TC CNN and ST-CNN", "",
-          "Written by `python docs/make_results.py seeds --seeds 1,2`; same budget, % test error.",
-          "", "| dataset | model | per seed | mean | paper (mean of 3) |", "|---|---|---|---|---|"] \
-      + table + ["", f"Mean over seeds: ST-CNN {100 * st:.2f}% against CNN {100 * base:.2f}%: "
-                 + ("the ST model is better." if st < base else "**the ST model is NOT better**.")]
-
-
 # ----------------------------------------------------------------- writing the docs
 
 
-def _finished(runs_dir):
-  out = {}
-  for run in RUNS:
-    workdir = runs_dir / run_name(run)
-    if (workdir / "results.json").exists():
-      r = json.loads((workdir / "results.json").read_text())
-      wall = workdir / "wall_seconds.json"
-      r["wall_seconds_total"] = (json.loads(wall.read_text())["total"] if wall.exists()
-                                 else r["wall_seconds_this_session"])
-      out[run] = r
-  return out
+def _pc(x) -> str:
+  return f"{100 * x:.2f}"
 
 
-def _curves(runs_dir, results, path):
+def _cell(seeds, key="test_error") -> str:
+  """``mean`` over the seeds, with ``(min-max, n seeds)`` when there are several."""
+  values = [r[key] for r in seeds.values()]
+  if len(values) == 1:
+    return _pc(values[0])
+  return f"{_pc(np.mean(values))} ({_pc(min(values))}-{_pc(max(values))}, {len(values)} seeds)"
+
+
+def _grid(runs, columns, cell) -> list:
+  """A table with models as rows and ``columns`` as columns; ``cell(run)`` fills it."""
+  rows = []
+  for run in runs:
+    if (run[1], run[2]) not in rows:
+      rows.append((run[1], run[2]))
+  lines = []
+  for model, transform in rows:
+    cells = [cell((c, model, transform)) for c in columns]
+    lines.append(f"| {label((columns[0], model, transform))} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _table(runs, found) -> list:
+  columns = list(dict.fromkeys(run[0] for run in runs))
+  head = "| model | " + " | ".join(f"{COLUMN_NAMES[c]}: ours | {COLUMN_NAMES[c]}: paper"
+                                    for c in columns) + " |"
+  rule = "|---|" + "---|---|" * len(columns)
+
+  def cell(run):
+    ours = _cell(found[run]) if run in found else "not run"
+    return f"{ours} | {PAPER[run]}"
+
+  return [head, rule] + _grid(runs, columns, cell)
+
+
+def _plain_table(runs, found, what, cell) -> list:
+  columns = list(dict.fromkeys(run[0] for run in runs))
+  head = "| model | " + " | ".join(COLUMN_NAMES[c] for c in columns) + " |"
+  rule = "|---|" + "---|" * len(columns)
+  return [head, rule] + _grid(runs, columns, lambda run: cell(found[run]) if run in found
+                              else "")
+
+
+def _comparisons(runs, found) -> list:
+  """Whether each ST model beats its base model, per column, from the seeds' means."""
+  lines = []
+  for column in dict.fromkeys(run[0] for run in runs):
+    parts, losers = [], []
+    for run in runs:
+      base = base_of(run)
+      if run[0] != column or base is None or run not in found or base not in found:
+        continue
+      st, b = _mean(found[run]), _mean(found[base])
+      parts.append(f"{label(run)} {_pc(st)} against {label(base)} {_pc(b)}")
+      if st >= b:
+        losers.append(label(run))
+    if not parts:
+      continue
+    verdict = ("every ST model is better than its base." if not losers else
+               f"**not every ST model is better than its base: {', '.join(losers)} "
+               f"{'is' if len(losers) == 1 else 'are'} not.**")
+    lines.append(f"- {COLUMN_NAMES[column]}: {verdict} ({'; '.join(parts)}.)")
+  return lines
+
+
+def _localization_rates() -> str:
+  """The sentence naming the runs whose localiser trains at a chosen fraction of the rate."""
+  if not LOCALIZATION_LR:
+    return ""
+  rates = _experiment(("tc", None, None)).LOC_RATES
+  runs = ", ".join(f"the {COLUMN_NAMES[run[0]]} {label(run)} at {rates[token]}x "
+                   f"(variant `{token}`)" for run, token in LOCALIZATION_LR.items())
+  return (f"Localisation nets train at the base rate, except {runs}, chosen on the "
+          "validation split (docs/paper_notes.md). ")
+
+
+def _digit_counts(found) -> str:
+  """How many digits the runs trained, validated and tested on, from their results."""
+  counts = {tuple(sorted(r["examples"].items())) for seeds in found.values()
+            for r in seeds.values()}
+  if len(counts) != 1:
+    return "MNIST digits (the runs differ in their splits; see docs/results/*.json)"
+  sizes = dict(next(iter(counts)))
+  return (f"{sizes['train']} MNIST training digits ({sizes['validation']} more held out for "
+          f"validation, {sizes['test']} test digits)")
+
+
+def _curves(found, path):
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-  for ax, distortion in zip(axes, ("rts", "tc")):
+  columns = [c for c in COLUMN_NAMES
+             if any(run[0] == c and "validation_curve" in found[run].get(0, {})
+                    for run in found)]
+  if not columns:
+    return False
+  fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 4), squeeze=False)
+  for ax, column in zip(axes[0], columns):
     for run in RUNS:
-      if run[0] != distortion or run not in results:
+      points = found.get(run, {}).get(0, {}).get("validation_curve")
+      if run[0] != column or not points:
         continue
-      lines = (runs_dir / run_name(run) / "metrics.jsonl").read_text().splitlines()
-      points = sorted({(r["step"], r["error"]) for r in map(json.loads, lines)
-                       if r["split"] == "validation"})
-      ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=".", label=label(run))
-    ax.set_title(f"{distortion.upper()}: validation error")
+      ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=".",
+              label=label(run), linestyle="--" if run[1] in FCN_FAMILY else "-")
+    ax.set_title(f"{COLUMN_NAMES[column]}: validation error")
     ax.set_xlabel("step")
     ax.set_ylabel("% error")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    if ax.lines:
-      ax.legend()
+    ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=90)
   plt.close(fig)
+  return True
 
 
 def _st_picture(runs_dir, run, result, path, n=16):
-  """Inputs with the sampled region and the transformer's output, for n test digits."""
+  """Inputs with the sampled region and the transformer's output, for n test digits
+  (or pairs, for the addition: each channel apart, through every transformer)."""
   import jax  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -286,144 +489,168 @@ def _st_picture(runs_dir, run, result, path, n=16):
     config.data.num_eval = n
   task = tasks.make_task(config)
   images = task._fixed("test")[0][:n]  # pylint: disable=protected-access
-  params, _ = ckpt.params_from(str(runs_dir / run_name(run)))
+  params, _ = ckpt.params_from(str(workdir_of(runs_dir, run)))
   _, state = task.model().apply({"params": params}, images, train=False,
                                 mutable=["intermediates"])
   grids = pictures.find_grids(jax.device_get(state["intermediates"]))
-  # Two columns of 8 digits: input with box | output.
-  half = [pictures.st_picture(images[i:i + n // 2], [(k, g[i:i + n // 2]) for k, g in grids],
-                              cell=64) for i in (0, n // 2)]
-  Image.fromarray(np.concatenate(half, axis=1)).save(path)
+  images = np.asarray(images)
+  if run[0] == "add":  # 8 pairs: channel 1 with every transformer's region and output, then
+    half = [pictures.st_picture(images[:n // 2, ..., c:c + 1],  # channel 2 the same
+                                [(k, g[:n // 2]) for k, g in grids], cell=64)
+            for c in range(images.shape[-1])]
+  else:  # two columns of 8 digits: input with box | output
+    half = [pictures.st_picture(images[i:i + n // 2], [(k, g[i:i + n // 2]) for k, g in grids],
+                                cell=64) for i in (0, n // 2)]
+  gap = np.full((half[0].shape[0], 8, 3), 255, np.uint8)
+  Image.fromarray(np.concatenate([half[0], gap, half[1]], axis=1)).save(path)
 
 
-def _localization_rates() -> str:
-  """The sentence naming the runs whose localiser trains at a chosen fraction of the rate."""
-  if not LOCALIZATION_LR:
-    return ""
-  rates = _experiment().LOC_RATES
-  runs = ", ".join(f"the {run[0].upper()} {label(run)} at {rates[token]}x"
-                   for run, token in LOCALIZATION_LR.items())
-  return (f"Localisation nets train at the base rate, except {runs} (chosen on the validation "
-          "split; docs/paper_notes.md). ")
+def _commit(found, runs_dir, docs):
+  """Copies each run's result (with wall time and validation curve) into docs/results/."""
+  for run, seeds in found.items():
+    for seed, r in seeds.items():
+      if not (workdir_of(runs_dir, run, seed) / "results.json").exists():
+        continue  # already the committed one
+      path = committed_path(docs, run, seed)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
 
 
-def _digit_counts(results) -> str:
-  """How many digits the runs trained, validated and tested on, from their results."""
-  counts = {tuple(sorted(r["examples"].items())) for r in results.values()}
-  if len(counts) != 1:
-    return "MNIST digits (the runs differ in their splits; see docs/results/*.json)"
-  sizes = dict(next(iter(counts)))
-  return (f"{sizes['train']} MNIST training digits ({sizes['validation']} more held out for "
-          f"validation, {sizes['test']} test digits)")
-
-
-def _comparisons(results) -> list:
-  """Whether each ST model beats its base model at this budget, read from the results."""
-  lines = []
-  for distortion in ("rts", "tc"):
-    for base, st in (("fcn", "st_fcn"), ("cnn", "st_cnn")):
-      b, t = results.get((distortion, base, None)), results.get((distortion, st, None))
-      if b is None or t is None:
-        continue
-      holds = t["test_error"] < b["test_error"]
-      lines.append(
-          f"- {distortion.upper()}: {NAMES[st]} {100 * t['test_error']:.2f}% against "
-          f"{NAMES[base]} {100 * b['test_error']:.2f}% (validation "
-          f"{100 * t['validation_error']:.2f}% against {100 * b['validation_error']:.2f}%): "
-          + ("the ST model is better." if holds else "**the ST model is NOT better** (see "
-             "docs/paper_notes.md, \"First results\").")
-          + (" This pair is also trained at more seeds and judged by their mean, below."
-             if (distortion, st, None) in SEED_RUNS else ""))
-  return ["", "**Does each ST model beat its base model at this budget?**", ""] + lines if lines \
-      else []
+def _wall(r) -> str:
+  return f"{r['wall_seconds_total'] / 60:.1f}"
 
 
 def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Path = DOCS):
-  results = _finished(runs_dir)
+  found = find_results(runs_dir, docs)
   out = docs / "results"
   out.mkdir(exist_ok=True)
-  for run, r in results.items():
-    (out / f"{run_name(run)}.json").write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
+  _commit(found, runs_dir, docs)
+  n_runs = sum(len(s) for s in found.values())
   lines = [
-      "# First results: distorted MNIST on real MNIST digits",
+      "# The paper's MNIST tables on real MNIST digits",
       "",
       "Written by `python docs/make_results.py write` from the runs' `results.json` files (kept in",
-      "`docs/results/`); `python docs/make_results.py run` retrains what is missing and rewrites",
-      "this page.",
+      "`docs/results/`); `python docs/make_results.py run` trains what is missing (committed",
+      "results are kept) and rewrites this page.",
       "",
   ] + textwrap.wrap(
-      f"**Budget (ours):** every run {steps} steps of batch {batch} "
-      f"({steps * batch / 1e6:.2f}M images), learning rate 0.01 divided by ten at 40% and "
-      "80% of the steps, SGD with momentum 0.9, one seed, on the "
-      + (_digit_counts(results) if results else "MNIST training digits")
-      + "; test error on the official test digits under the project's fixed-seed distortion. "
-      + _localization_rates() + "**Paper:** 150k steps of batch 256 (38.4M images), three "
-      "seeds averaged, on all 60k MNIST training digits.", 95) + [
-      "",
-      "| dataset | model | ours: % test error | paper: % test error | our validation error | "
-      "steps | wall time |",
-      "|---|---|---|---|---|---|---|",
-  ]
-  for run in RUNS:
-    if run not in results:
-      lines.append(f"| {run[0].upper()} | {label(run)} | not run | {PAPER[run]} | | | |")
-      continue
-    r = results[run]
-    lines.append(f"| {run[0].upper()} | {label(run)} | {100 * r['test_error']:.2f} | "
-                 f"{PAPER[run]} | {100 * r['validation_error']:.2f} | {r['steps']} | "
-                 f"{r['wall_seconds_total'] / 60:.1f} min |")
-  lines += _comparisons(results)
-  notes = [f"- {label(run)}, {run[0].upper()}: {RUN_NOTES[run]}" for run in RUNS
-           if run in results and run in RUN_NOTES]
+      f"**Budget (ours), the same for every run on this page:** {steps} steps of batch "
+      f"{batch} ({steps * batch / 1e6:.2f}M images), learning rate 0.01 divided by ten at 40% "
+      "and 80% of the steps, SGD with momentum 0.9, on the "
+      + (_digit_counts(found) if found else "MNIST training digits")
+      + "; test error on the official test digits under the project's fixed-seed distortion "
+      "(for the addition: each test digit paired with a seeded partner). Seed 0 for every "
+      "cell; seeds 1 and 2 too for the FCN-based models (cheap) and for every CNN/ST-CNN "
+      "pair closer than twice the seed spread measured on CNN-based runs; a cell with "
+      "several seeds shows their mean, then (smallest-largest, count). "
+      + _localization_rates() + "Nothing was chosen on the test split. **Paper:** 150k steps "
+      "of batch 256 (38.4M images), three seeds averaged, on all 60k MNIST training digits.",
+      95) + [""]
+  for title, runs in TABLES.items():
+    lines += [f"## {title}", "", "% test error.", ""] + _table(runs, found) + [""]
+    comparisons = _comparisons(runs, found)
+    if comparisons:
+      lines += ["**Does every ST model beat its base model (FCN or CNN), as in the paper?**",
+                ""] + comparisons + [""]
+    template = command(runs[0]).replace(variant(runs[0]), "<variant>").replace(
+        run_name(runs[0]), "<name>")
+    lines += [f"Each cell: `{template}` with",
+              "the variant " + _variant_pattern(runs) + "; `--config.seed=1` (or 2) for the "
+              "other seeds.", ""]
+  lines += ["## Validation error and wall time", "",
+            "What the settings above were chosen on: % validation error (mean over the seeds),",
+            "and the minutes each run took on this 2-core machine (seed 0; the seeds took",
+            "about as long). Both are in each run's JSON in `docs/results/`.", ""]
+  for title, runs in TABLES.items():
+    lines += [f"**{title}**, % validation error / minutes:", ""] + _plain_table(
+        runs, found, "validation",
+        lambda seeds: f"{_pc(_mean(seeds, 'validation_error'))} / {_wall(seeds[0])}"
+        if 0 in seeds else "") + [""]
+  notes = [f"- {COLUMN_NAMES[run[0]]} {label(run)}: {RUN_NOTES[run]}" for run in RUNS
+           if run in found and run in RUN_NOTES]
   if notes:
-    lines += ["", "Notes on the wall times:", ""] + notes
-  if results:
-    _curves(runs_dir, results, out / "curves.png")
-    lines += ["", "## Validation error during training", "", "![curves](results/curves.png)"]
-    st = [run for run in RUNS if run[1].startswith("st_") and run in results]
-    if st:
-      lines += ["", "## What the transformers learnt", "",
-                "16 test digits per model, in two columns of 8: the input with the region the",
-                "transformer samples outlined, and the transformer's output.", ""]
-    for run in st:
-      _st_picture(runs_dir, run, results[run], out / f"st_{run_name(run)}.png")
-      lines += [f"### {run[0].upper()}, {label(run)}", "",
-                f"![{run_name(run)}](results/st_{run_name(run)}.png)", ""]
-  lines += _seed_lines(runs_dir, results, docs)
-  lines += _gap_lines(runs_dir, results, docs)
+    lines += ["Notes on the wall times:", ""] + notes + [""]
+  if found and _curves(found, out / "curves.png"):
+    lines += ["## Validation error during training (seed 0)", "",
+              "![curves](results/curves.png)", ""]
+    missing = [f"{COLUMN_NAMES[r[0]]} {label(r)}" for r in RUNS
+               if r in found and "validation_curve" not in found[r].get(0, {})]
+    if missing:
+      lines += textwrap.wrap("Without a curve (committed before the curves were kept with "
+                             "the results): " + ", ".join(missing) + ".", 95) + [""]
+  lines += _picture_lines(runs_dir, found, out)
+  lines += _gap_lines(runs_dir, found, docs)
   (docs / "results.md").write_text("\n".join(lines).rstrip() + "\n")
-  print(f"wrote {docs / 'results.md'} ({len(results)} of {len(RUNS)} runs)")
+  print(f"wrote {docs / 'results.md'} ({len(found)} of {len(RUNS)} cells, {n_runs} runs)")
+
+
+def _variant_pattern(runs) -> str:
+  if runs[0][0] == "add":
+    return "`<model>,results` (models: " + ", ".join(
+        f"`{m}`" for m in dict.fromkeys(r[1] for r in runs)) + ")"
+  columns = list(dict.fromkeys(r[0] for r in runs))
+  text = (f"`{columns[0]},<model>[,<transform>],results`" if len(columns) == 1 else
+          "`<distortion>,<model>[,<transform>],results` (distortions: "
+          + ", ".join(f"`{c}`" for c in columns) + ")")
+  extra = [f"{COLUMN_NAMES[r[0]]} {label(r)}: `{variant(r)}`" for r in runs
+           if r in LOCALIZATION_LR]
+  return text + (", the transform `projective` or `tps` for Proj and TPS" +
+                 ("; " + "; ".join(extra) if extra else ""))
+
+
+def _picture_lines(runs_dir, found, out) -> list:
+  st = [run for run in RUNS if base_of(run) is not None and 0 in found.get(run, {})]
+  if not st:
+    return []
+  lines = ["## What the transformers learnt", "",
+           "16 test digits per model, in two columns of 8: the input with the region each",
+           "transformer samples outlined, and its output. For the addition, 8 test pairs:",
+           "channel 1 (left) and channel 2 (right), each with both transformers' regions and",
+           "what each transformer makes of that channel (the supplement's Table 1, right).", ""]
+  for column in COLUMN_NAMES:
+    runs = [run for run in st if run[0] == column]
+    if not runs:
+      continue
+    lines += [f"### {COLUMN_NAMES[column]}", ""]
+    for run in runs:
+      path = out / f"st_{run_name(run)}.png"
+      if (workdir_of(runs_dir, run) / "checkpoints").is_dir():
+        _st_picture(runs_dir, run, found[run][0], path)
+      if path.exists():  # else a committed result whose checkpoints are gone
+        lines += [f"{label(run)}:", "", f"![{run_name(run)}](results/{path.name})", ""]
+  return lines
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("command", choices=("run", "write", "gap", "seeds"))
-  parser.add_argument("--seeds", default="1,2", help="seeds command: the seeds to add")
+  parser.add_argument("command", choices=("run", "write", "gap"))
   parser.add_argument("--runs", default=str(REPO / "runs" / "first_results"))
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--docs", default=str(DOCS), help="where results.md and results/ go")
+  parser.add_argument("--only", default=None,
+                      help="run: train these columns only, e.g. r,p (" +
+                      ", ".join(COLUMN_NAMES) + ")")
   parser.add_argument("--num_eval", type=int, default=None,
                       help="evaluate on this many digits only (a quick check, not results)")
   args = parser.parse_args(argv)
-  runs_dir = pathlib.Path(args.runs)
+  runs_dir, docs = pathlib.Path(args.runs), pathlib.Path(args.docs)
+  only = None
+  if args.only is not None:
+    only = {c.strip().lower() for c in args.only.split(",") if c.strip()}
+    unknown = sorted(only - set(COLUMN_NAMES))
+    if unknown or not only:
+      parser.error(f"--only takes columns among {', '.join(COLUMN_NAMES)}, separated by "
+                   f"commas, not {args.only!r}.")
   # Every command reads MNIST: training, and the pictures of the test digits.
   if not os.environ.get("STN_MNIST_DIR") and not (REPO / "data" / "mnist").is_dir():
     parser.error("set STN_MNIST_DIR to the directory of the MNIST IDX files "
                  "(see data/README.md).")
   if args.command == "run":
-    train_all(runs_dir, args.steps, args.batch, args.num_eval)
+    train_all(runs_dir, docs, args.steps, args.batch, args.num_eval, only)
   if args.command == "gap":
-    train_gap(runs_dir, args.steps, args.batch, args.num_eval)
-  if args.command == "seeds":
-    try:
-      seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-      parser.error(f"--seeds takes whole numbers separated by commas, not {args.seeds!r}.")
-    if 0 in seeds:
-      parser.error("seed 0 is the table's run (`run`); name other seeds, e.g. --seeds 1,2.")
-    train_seeds(runs_dir, args.steps, args.batch, seeds, args.num_eval)
-  write_docs(runs_dir, args.steps, args.batch, pathlib.Path(args.docs))
+    train_gap(runs_dir, docs, args.steps, args.batch, args.num_eval)
+  write_docs(runs_dir, args.steps, args.batch, docs)
 
 
 if __name__ == "__main__":

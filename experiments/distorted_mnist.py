@@ -19,7 +19,8 @@ the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,loc0.3`` (chosen on the v
 split: docs/paper_notes.md, "First results").
 """
 
-from stn_jax.train.config import base_config, mnist_data, mnist_smoke, parse_variant
+from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, parse_variant,
+                                  results_budget)
 
 DISTORTIONS = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "plain": None}
 LOC_RATES = {"loc0.1": 0.1, "loc0.3": 0.3}  # the localisation net's fraction of the rate
@@ -28,23 +29,6 @@ CHOICES = {"distortion": tuple(DISTORTIONS), "model": ("fcn", "cnn", "st_fcn", "
            "loc": tuple(LOC_RATES)}
 DEFAULTS = {"distortion": "rts", "model": "st_cnn", "transform": None, "smoke": False,
             "results": False, "loc": None}
-# docs/results.md's budget and schedule.
-RESULTS_STEPS, RESULTS_BATCH = 3000, 64
-DECAY_AT = 0.4  # fraction of the steps between learning-rate divisions
-EVALUATIONS = 10  # validation points per run (each is a checkpoint)
-
-
-def budget(c, steps: int, batch: int):
-  """Sets ``c`` to ``steps`` steps of ``batch``, the rate divided by ten at each
-  ``DECAY_AT`` of them, evaluated and checkpointed ``EVALUATIONS`` times."""
-  c.num_steps = steps
-  c.batch_size = batch
-  c.decay_every = max(round(DECAY_AT * steps), 1)
-  c.eval_every = max(steps // EVALUATIONS, 1)
-  c.checkpoint_every = max(steps // EVALUATIONS, 1)
-  c.log_every = max(min(100, steps // EVALUATIONS), 1)
-
-
 def get_config(arg=None):
   v = parse_variant(arg, CHOICES, DEFAULTS)
   c = base_config()
@@ -63,7 +47,7 @@ def get_config(arg=None):
                        f"not {v['model']}.")
     c.localization_lr_multiplier = LOC_RATES[v["loc"]]
   if v["results"]:
-    budget(c, RESULTS_STEPS, RESULTS_BATCH)
+    results_budget(c)
   if v["smoke"]:  # a few steps on a few digits (what the tests run)
     mnist_smoke(c, num_steps=6, decay_every=4, every=3)
   c.lock()

@@ -9,16 +9,18 @@ their sum (19 classes). The variant names the model and optionally the transform
 
 Models: fcn, cnn, st_fcn, 2xst_fcn (default). Transforms (ST models): tps (the
 paper's picture of 2xST-FCN uses a TPS), affine, projective. Add ``smoke`` for a
-few steps on a few digits. The paper's SGD: batch 256, 0.01 divided by ten every
+few steps on a few digits; ``results`` for the budget of docs/results.md (3000 steps
+of 64, as distorted_mnist.py's ``results``). The paper's SGD: batch 256, 0.01 divided by ten every
 50k steps, 150k steps; all models near the same parameter count (400k here).
 MNIST comes from ``$STN_MNIST_DIR``, or ``--config.data.source=tfds``.
 """
 
-from stn_jax.train.config import base_config, mnist_data, mnist_smoke, parse_variant
+from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, parse_variant,
+                                  results_budget)
 
 CHOICES = {"model": ("fcn", "cnn", "st_fcn", "2xst_fcn"),
-           "transform": ("tps", "affine", "projective"), "smoke": (True,)}
-DEFAULTS = {"model": "2xst_fcn", "transform": None, "smoke": False}
+           "transform": ("tps", "affine", "projective"), "smoke": (True,), "results": (True,)}
+DEFAULTS = {"model": "2xst_fcn", "transform": None, "smoke": False, "results": False}
 
 
 def get_config(arg=None):
@@ -32,6 +34,8 @@ def get_config(arg=None):
       raise ValueError(f"A transform ({v['transform']}) applies to st_fcn and 2xst_fcn only, "
                        f"not {v['model']}.")
     c.model_kwargs.transform = v["transform"]
+  if v["results"]:
+    results_budget(c)
   if v["smoke"]:  # a few steps on a few digits (what the tests run)
     mnist_smoke(c, num_steps=4, decay_every=2, every=2)
   c.lock()
