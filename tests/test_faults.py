@@ -40,10 +40,29 @@ def run(mnist_dir, workdir, *extra, fault=None, timeout=300):
   env.pop("STN_FAULT", None)
   if fault:
     env["STN_FAULT"] = fault
-  return subprocess.run(
-      [sys.executable, "-m", "stn_jax.main", f"--config={CONFIG}", f"--workdir={workdir}",
-       f"--config.data.mnist_dir={mnist_dir}", *SCHEDULE, *extra],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  return run_python(["-m", "stn_jax.main", f"--config={CONFIG}", f"--workdir={workdir}",
+                     f"--config.data.mnist_dir={mnist_dir}", *SCHEDULE, *extra],
+                    env=env, timeout=timeout)
+
+
+def run_python(args, *, env, timeout):
+  """``python args`` in the repository, as ``subprocess.run`` with captured text; a run
+  still going after ``timeout`` seconds fails the test with every thread's stack (Python's
+  faulthandler prints them on SIGABRT), so a hang says where it hung."""
+  proc = subprocess.Popen([sys.executable, "-X", "faulthandler", *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    out, err = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGABRT)
+    try:
+      out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      out, err = proc.communicate()
+    pytest.fail(f"{' '.join(args)} did not finish in {timeout} s. The end of its stderr, with "
+                f"every thread's stack:\n{err[-12000:]}")
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def ok(proc):
@@ -336,11 +355,10 @@ def test_colocalisation_killed_in_its_encoder_and_in_its_loop(mnist_dir, tmp_pat
     env.pop("STN_FAULT", None)
     if fault:
       env["STN_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "stn_jax.main", "--config=experiments/colocalisation.py:t,8,smoke",
+    return run_python(
+        ["-m", "stn_jax.main", "--config=experiments/colocalisation.py:t,8,smoke",
          f"--workdir={workdir}", f"--config.data.mnist_dir={mnist_dir}",
-         "--config.num_steps=6"], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300)
+         "--config.num_steps=6"], env=env, timeout=300)
 
   straight, workdir = str(tmp_path / "straight"), str(tmp_path / "run")
   ok(coloc(straight))

@@ -4,9 +4,14 @@ import errno
 import json
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 from stn_jax.train import metrics as metrics_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _event_writers(writer):
@@ -67,3 +72,30 @@ def test_a_close_that_fails_is_one_warning_and_leaves_nothing_for_exit(tmp_path,
   for e in events:
     e.close()
     assert e._worker is None or not e._worker.is_alive()  # pylint: disable=protected-access
+
+
+def test_a_picture_left_unread_by_a_dead_thread_does_not_hold_the_exit(tmp_path):
+  # The writer thread dies on its first record; a picture (over a pipe's 64 KiB) reaches
+  # tensorboardX's queue before the run sees the thread gone. Python joins the queue's
+  # feeder thread at exit, and the feeder waits for ever on a pipe nobody reads.
+  script = textwrap.dedent(f"""
+      import threading, time
+      import numpy as np
+      import test_metrics
+      from stn_jax.train import metrics
+      threading.excepthook = lambda args: None
+      writer = metrics.MetricWriter({str(tmp_path)!r}, tensorboard=True)
+      workers = [e._worker for e in test_metrics._event_writers(writer)]
+      test_metrics._fill_disk(writer)
+      writer._tb.add_scalar("train/loss", 1.0, 1)
+      while any(w.is_alive() for w in workers):
+        time.sleep(0.01)
+      noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+      writer._tb.add_image("transformers", noise, 1, dataformats="HWC")
+      writer.close()
+      print("closed", flush=True)
+  """)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 0 and "closed" in proc.stdout, proc.stderr[-3000:]

@@ -151,6 +151,7 @@ class MetricWriter:
     except OSError as e:
       failed.append(e)
     if self._tb is not None:
+      _release_queues(self._tb)
       try:
         self._tb.close()
       except OSError as e:
@@ -176,11 +177,25 @@ def _alive(tb) -> bool:
              for events in _event_writers(tb) if not events._closed)  # pylint: disable=protected-access
 
 
+def _release_queues(tb):
+  """Lets the interpreter exit without waiting on what tensorboardX's queues still hold.
+
+  Each queue is a ``multiprocessing.Queue``, whose feeder thread the interpreter joins at
+  exit; with the writer thread dead (a full disk) and more than a pipe's worth (64 KiB, one
+  picture) unread, that join never returns. A writer closed in order loses nothing by this:
+  its close joins the writer thread after it has read the whole queue."""
+  for events in _event_writers(tb):
+    queue = getattr(events, "_event_queue", None)
+    if queue is not None and hasattr(queue, "cancel_join_thread"):
+      queue.cancel_join_thread()
+
+
 def _abandon(tb):
   """Stops a tensorboardX writer that failed (its close, or its writer thread): the thread,
   which would fail again at its next flush (perhaps while the interpreter exits, past any
   hook), and the exit handler that would try to close it again. Uses tensorboardX's
   internals, and does nothing where they differ."""
+  _release_queues(tb)
   for events in _event_writers(tb):
     events._closed = True  # pylint: disable=protected-access
     worker = getattr(events, "_worker", None)
