@@ -220,8 +220,13 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
   wall = workdir / "wall_seconds.json"
   before = json.loads(wall.read_text())["total"] if wall.exists() else 0.0
   start = time.time()
-  train.train_and_evaluate(config, str(workdir))
-  wall.write_text(json.dumps({"total": before + time.time() - start}))
+  try:
+    train.train_and_evaluate(config, str(workdir))
+  except errors.RunStopped as e:  # SIGINT/SIGTERM: its checkpoint is saved
+    raise SystemExit(f"{e} Run make_results.py again to go on.") from None
+  finally:  # a stopped run's time counts too: it resumes from there
+    if workdir.is_dir():
+      wall.write_text(json.dumps({"total": before + time.time() - start}))
   return True
 
 
