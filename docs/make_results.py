@@ -64,11 +64,28 @@ PAPER.update({("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5,
 # What the committed runs' wall times include besides the run itself.
 RUN_NOTES = {
     ("tc", "cnn", None): "includes about 17 minutes in which a pilot run (TC ST-CNN, "
-                         "localisation at 0.1x) shared the 2 cores.",
+                         "localisation at 0.1x) shared the 2 cores; trained at 77 images/s "
+                         "(docs/lab_notes.md), 219 since issue 15 (docs/performance.md).",
     ("tc", "st_cnn", None): "trained beside its seed-2 run, the two sharing the 2 cores "
                             "throughout; alone, seed 1 took 9.5 minutes.",
-    ("rts", "cnn", None): "trained before the convolution gradients of issue 15 (about 2.5x "
-                          "faster now).",
+    ("p", "st_fcn", "tps"): "shared the 2 cores with a 20-second check of the P distortion.",
+    ("e", "st_fcn", None): "shared the 2 cores for 30 of its 41 seconds with a pilot FCN run "
+                           "(the other reading of P, docs/lab_notes.md).",
+    ("e", "st_fcn", "projective"): "shared the 2 cores with a 12-second smoke run.",
+    ("r", "st_cnn", None): "stopped after 669 steps and resumed; its time adds both parts "
+                           "(the first, 43 s, read from its files' times).",
+    ("rts", "cnn", None): "trained at 193 images/s (docs/lab_notes.md); since issue 15's "
+                          "convolution gradients the step runs 451 images/s "
+                          "(docs/performance.md).",
+}
+# What a table's reader must know that its cells do not say. A table with a note gets no
+# verdict on its ST models: the note says why its cells cannot give one.
+TABLE_NOTES = {
+    "Supplementary Table 1: MNIST addition": (
+        "At this budget no addition model leaves chance: 90% is the error of always "
+        "answering the commonest sum, so its cells say nothing about the ST models. This "
+        "table needs a budget of its own, not chosen yet "
+        "(docs/lab_notes.md, \"MNIST addition at the tables' budget\"); its CNN was not run."),
 }
 # Localisation-net learning-rate multipliers chosen on the validation split (the paper gives
 # none for MNIST; every other ST run trains its localiser at the base rate): the config's
@@ -400,7 +417,8 @@ def _table(runs, found) -> list:
   return [head, rule] + _grid(runs, columns, cell)
 
 
-def _plain_table(runs, found, what, cell) -> list:
+def _plain_table(runs, found, cell) -> list:
+  """Like :func:`_table` with one cell per column: ``cell(seeds)`` of each finished run."""
   columns = list(dict.fromkeys(run[0] for run in runs))
   head = "| model | " + " | ".join(COLUMN_NAMES[c] for c in columns) + " |"
   rule = "|---|" + "---|" * len(columns)
@@ -553,7 +571,9 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
       95) + [""]
   for title, runs in TABLES.items():
     lines += [f"## {title}", "", "% test error.", ""] + _table(runs, found) + [""]
-    comparisons = _comparisons(runs, found)
+    if title in TABLE_NOTES:
+      lines += textwrap.wrap(TABLE_NOTES[title], 95) + [""]
+    comparisons = _comparisons(runs, found) if title not in TABLE_NOTES else []
     if comparisons:
       lines += ["**Does every ST model beat its base model (FCN or CNN), as in the paper?**",
                 ""] + comparisons + [""]
@@ -568,8 +588,7 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
             "about as long). Both are in each run's JSON in `docs/results/`.", ""]
   for title, runs in TABLES.items():
     lines += [f"**{title}**, % validation error / minutes:", ""] + _plain_table(
-        runs, found, "validation",
-        lambda seeds: f"{_pc(_mean(seeds, 'validation_error'))} / {_wall(seeds[0])}"
+        runs, found, lambda seeds: f"{_pc(_mean(seeds, 'validation_error'))} / {_wall(seeds[0])}"
         if 0 in seeds else "") + [""]
   notes = [f"- {COLUMN_NAMES[run[0]]} {label(run)}: {RUN_NOTES[run]}" for run in RUNS
            if run in found and run in RUN_NOTES]

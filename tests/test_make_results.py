@@ -127,6 +127,15 @@ def test_run_gap_and_write_end_to_end(make_results, mnist_dir, tmp_path, monkeyp
   assert (docs / "results" / "st_rts_st_fcn.png").stat().st_size > 0
   assert "python -m stn_jax.main --config=experiments/distorted_mnist.py:<variant>" in page
   assert "Where the gap" not in page  # no gap runs yet
+  assert "- RTS: every ST model is better than its base." in page or (
+      "- RTS: **not every ST model" in page)
+  # A table with a note (the addition at chance) gets the note and no verdict.
+  monkeypatch.setitem(make_results.TABLE_NOTES, "Table 1: distorted MNIST", "Noted here.")
+  make_results.main(["write"] + args)
+  noted = (docs / "results.md").read_text()
+  assert "Noted here." in noted and "Does every ST model" not in noted
+  monkeypatch.delitem(make_results.TABLE_NOTES, "Table 1: distorted MNIST")
+  make_results.main(["write"] + args)
 
   make_results.main(["run"] + args)  # finished runs are not retrained
   assert "rts_fcn: done" in capsys.readouterr().out
