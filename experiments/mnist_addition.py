@@ -9,9 +9,10 @@ their sum (19 classes). The variant names the model and optionally the transform
 
 Models: fcn, cnn, st_fcn, 2xst_fcn (default). Transforms (ST models): tps (the
 paper's picture of 2xST-FCN uses a TPS), affine, projective. Add ``smoke`` for a
-few steps on a few digits; ``results`` for the budget of docs/results.md (3000 steps
-of 64, as distorted_mnist.py's ``results``). The paper's SGD: batch 256, 0.01 divided by ten every
-50k steps, 150k steps; all models near the same parameter count (400k here).
+few steps on a few digits; ``results`` for the budget of docs/results.md (3000
+steps of 64, as distorted_mnist.py's ``results``). The paper's SGD: batch 256,
+0.01 divided by ten every 50k steps, 150k steps; all models near the same
+parameter count (400k here).
 MNIST comes from ``$STN_MNIST_DIR``, or ``--config.data.source=tfds``.
 """
 
