@@ -123,16 +123,16 @@ def base_of(run):
   return None
 
 
+def experiment_file(run) -> str:
+  return "experiments/" + ("mnist_addition.py" if run[0] == "add" else "distorted_mnist.py")
+
+
 def _experiment(run):
-  name = "mnist_addition" if run[0] == "add" else "distorted_mnist"
-  spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+  path = REPO / experiment_file(run)
+  spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def experiment_file(run) -> str:
-  return "experiments/" + ("mnist_addition.py" if run[0] == "add" else "distorted_mnist.py")
 
 
 def variant(run) -> str:
@@ -391,39 +391,23 @@ def _cell(seeds, key="test_error") -> str:
   return f"{_pc(np.mean(values))} ({_pc(min(values))}-{_pc(max(values))}, {len(values)} seeds)"
 
 
-def _grid(runs, columns, cell) -> list:
-  """A table with models as rows and ``columns`` as columns; ``cell(run)`` fills it."""
-  rows = []
-  for run in runs:
-    if (run[1], run[2]) not in rows:
-      rows.append((run[1], run[2]))
-  lines = []
-  for model, transform in rows:
+def _grid(runs, heads, cell) -> list:
+  """A table of ``runs`` with models as rows and columns (distortions) as columns:
+  ``heads(column)`` gives a column's header cells, ``cell(run)`` its text there."""
+  columns = list(dict.fromkeys(run[0] for run in runs))
+  names = [h for c in columns for h in heads(c)]
+  lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for model, transform in dict.fromkeys(run[1:] for run in runs):
     cells = [cell((c, model, transform)) for c in columns]
     lines.append(f"| {label((columns[0], model, transform))} | " + " | ".join(cells) + " |")
   return lines
 
 
 def _table(runs, found) -> list:
-  columns = list(dict.fromkeys(run[0] for run in runs))
-  head = "| model | " + " | ".join(f"{COLUMN_NAMES[c]}: ours | {COLUMN_NAMES[c]}: paper"
-                                    for c in columns) + " |"
-  rule = "|---|" + "---|---|" * len(columns)
-
-  def cell(run):
-    ours = _cell(found[run]) if run in found else "not run"
-    return f"{ours} | {PAPER[run]}"
-
-  return [head, rule] + _grid(runs, columns, cell)
-
-
-def _plain_table(runs, found, cell) -> list:
-  """Like :func:`_table` with one cell per column: ``cell(seeds)`` of each finished run."""
-  columns = list(dict.fromkeys(run[0] for run in runs))
-  head = "| model | " + " | ".join(COLUMN_NAMES[c] for c in columns) + " |"
-  rule = "|---|" + "---|" * len(columns)
-  return [head, rule] + _grid(runs, columns, lambda run: cell(found[run]) if run in found
-                              else "")
+  """Ours beside the paper's for every run, as % test error."""
+  return _grid(runs, lambda c: (f"{COLUMN_NAMES[c]}: ours", f"{COLUMN_NAMES[c]}: paper"),
+               lambda run: f"{_cell(found[run]) if run in found else 'not run'} | "
+                           f"{PAPER[run]}")
 
 
 def _comparisons(runs, found) -> list:
@@ -587,9 +571,10 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
             "and the minutes each run took on this 2-core machine (seed 0; the seeds took",
             "about as long). Both are in each run's JSON in `docs/results/`.", ""]
   for title, runs in TABLES.items():
-    lines += [f"**{title}**, % validation error / minutes:", ""] + _plain_table(
-        runs, found, lambda seeds: f"{_pc(_mean(seeds, 'validation_error'))} / {_wall(seeds[0])}"
-        if 0 in seeds else "") + [""]
+    lines += [f"**{title}**, % validation error / minutes:", ""] + _grid(
+        runs, lambda c: (COLUMN_NAMES[c],),
+        lambda run: f"{_pc(_mean(found[run], 'validation_error'))} / {_wall(found[run][0])}"
+        if 0 in found.get(run, {}) else "") + [""]
   notes = [f"- {COLUMN_NAMES[run[0]]} {label(run)}: {RUN_NOTES[run]}" for run in RUNS
            if run in found and run in RUN_NOTES]
   if notes:
