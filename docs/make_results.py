@@ -8,10 +8,12 @@ table, then writes ``docs/results.md``, ``docs/results/*.json`` and the pictures
 
 ``run --only r,p`` trains the runs of those columns only (r, rts, p, e, tc, add).
 
-Every run has the same budget (``--steps``, ``--batch``; default 3000 steps of
-64) and schedule: the learning rate 0.01 is divided by ten at 40% and at 80% of
-the steps (the paper divides its 150k at each third; why ours differs is in
-docs/paper_notes.md, "First results", and docs/lab_notes.md). Seed 0 of every
+Every run of a table has the same budget: its experiment's ``results`` variant.
+Table 1 and TC train 3000 steps of 64, the learning rate 0.01 divided by ten at 40%
+and at 80% of the steps (the paper divides its 150k at each third; why ours differs
+is in docs/paper_notes.md, "First results", and docs/lab_notes.md); the addition
+table has a longer budget of its own (experiments/mnist_addition.py). ``--steps``
+and ``--batch`` replace every table's budget (quick checks). Seed 0 of every
 run trains first; then seeds 1 and 2 of the runs :func:`seed_plan` names. Runs
 live in ``--runs`` (default ``runs/first_results``, git-ignored); a run stopped
 midway resumes from its checkpoint. A result committed in ``docs/results/`` counts
@@ -149,12 +151,14 @@ def command(run, seed=0) -> str:
           f"--workdir=runs/{run_name(run)}" + (f" --config.seed={seed}" if seed else ""))
 
 
-def make_config(run, steps: int, batch: int, num_eval=None, seed: int = 0):
+def make_config(run, steps=None, batch=None, num_eval=None, seed: int = 0):
+  """The config of ``run`` at ``seed``: its experiment's ``results`` variant, whose budget
+  ``steps`` and ``batch`` (when given) replace, with the schedule of ``results_budget``."""
   from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   c = _experiment(run).get_config(variant(run))
   with c.unlocked():
-    if (steps, batch) != (config_lib.RESULTS_STEPS, config_lib.RESULTS_BATCH):
-      config_lib.results_budget(c, steps, batch)
+    if steps is not None or batch is not None:
+      config_lib.results_budget(c, steps or c.num_steps, batch or c.batch_size)
     c.data.num_eval = num_eval
     c.seed = seed
   return c
@@ -230,9 +234,14 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
     checkpoint.check_workdir(config, str(workdir))
   except errors.ConfigError as e:
     raise SystemExit(f"{e} (Or pass another --runs.)") from None
-  if (workdir / "results.json").exists() or committed.exists():
-    print(f"{workdir.name}: done")
-    return False
+  for path in (workdir / "results.json", committed):
+    if path.exists():
+      other = _other_settings(json.loads(path.read_text())["config"], config)
+      if other:
+        raise SystemExit(f"{path} holds a run with other settings: {'; '.join(other)}. "
+                         "Move it (and its run directory) away to train this one.")
+      print(f"{workdir.name}: done")
+      return False
   print(f"{workdir.name}: training ({what})", flush=True)
   wall = workdir / "wall_seconds.json"
   before = json.loads(wall.read_text())["total"] if wall.exists() else 0.0
@@ -245,6 +254,16 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
     if workdir.is_dir():
       wall.write_text(json.dumps({"total": before + time.time() - start}))
   return True
+
+
+def _other_settings(found: dict, config) -> list:
+  """How the config of a finished run (``found``, from its results) differs from
+  ``config`` in what fixes its trajectory, its length included."""
+  from stn_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  there = {**checkpoint.run_identity(found), "num_steps": found["num_steps"]}
+  here = {**checkpoint.run_identity(config), "num_steps": config.num_steps}
+  return [f"{k}: {there[k]!r} there, {here[k]!r} here"
+          for k in sorted(there.keys() & here.keys()) if there[k] != here[k]]
 
 
 # Relative cost of a step, for training the cheapest runs first (so a sweep cut short has
@@ -289,12 +308,16 @@ def _mean(seeds, key="test_error"):
   return float(np.mean([r[key] for r in seeds.values()]))
 
 
-def train_all(runs_dir: pathlib.Path, docs: pathlib.Path, steps: int, batch: int,
+def _budget(c) -> str:
+  return f"{c.num_steps} steps of {c.batch_size}"
+
+
+def train_all(runs_dir: pathlib.Path, docs: pathlib.Path, steps=None, batch=None,
               num_eval=None, only=None):
   chosen = [run for run in RUNS if only is None or run[0] in only]
   for run in sorted(chosen, key=_cost):
-    _train_unless_done(make_config(run, steps, batch, num_eval), workdir_of(runs_dir, run),
-                       committed_path(docs, run), f"{steps} steps of {batch}")
+    c = make_config(run, steps, batch, num_eval)
+    _train_unless_done(c, workdir_of(runs_dir, run), committed_path(docs, run), _budget(c))
   trained = True
   while trained:  # a new result can widen the spread and add pairs to the plan
     trained = False
@@ -302,9 +325,10 @@ def train_all(runs_dir: pathlib.Path, docs: pathlib.Path, steps: int, batch: int
       if run not in chosen:
         continue
       for seed in EXTRA_SEEDS:
-        trained |= _train_unless_done(
-            make_config(run, steps, batch, num_eval, seed), workdir_of(runs_dir, run, seed),
-            committed_path(docs, run, seed), f"{steps} steps of {batch}, seed {seed}")
+        c = make_config(run, steps, batch, num_eval, seed)
+        trained |= _train_unless_done(c, workdir_of(runs_dir, run, seed),
+                                      committed_path(docs, run, seed),
+                                      f"{_budget(c)}, seed {seed}")
 
 
 # ------------------------------------------------- measuring the gap to the paper
@@ -316,9 +340,12 @@ GAP_VARIANTS = {"quarter_digits": (0.25, 1), "half_digits": (0.5, 1), "4x_steps"
 
 
 def gap_config(run, variant_name, steps, batch, num_train_full, num_eval=None):
+  from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   fraction, times = GAP_VARIANTS[variant_name]
-  c = make_config(run, steps * times, batch, num_eval)
+  c = make_config(run, steps, batch, num_eval)
   with c.unlocked():
+    if times != 1:
+      config_lib.results_budget(c, c.num_steps * times, c.batch_size)
     c.data.num_train = int(num_train_full * fraction)
   return c
 
@@ -327,7 +354,7 @@ def _gap_committed(docs, run, variant_name):
   return docs / "results" / "gap" / f"{run_name(run)}_{variant_name}.json"
 
 
-def train_gap(runs_dir: pathlib.Path, docs: pathlib.Path, steps: int, batch: int,
+def train_gap(runs_dir: pathlib.Path, docs: pathlib.Path, steps=None, batch=None,
               num_eval=None):
   for run in GAP_MODELS:
     base = load_result(runs_dir, docs, run)
@@ -339,8 +366,7 @@ def train_gap(runs_dir: pathlib.Path, docs: pathlib.Path, steps: int, batch: int
       config = gap_config(run, name, steps, batch, num_train, num_eval)
       _train_unless_done(config, runs_dir / "gap" / f"{run_name(run)}_{name}",
                          _gap_committed(docs, run, name),
-                         f"{config.num_steps} steps of {batch} on {config.data.num_train} "
-                         "digits")
+                         f"{_budget(config)} on {config.data.num_train} digits")
 
 
 def _gap_lines(runs_dir, found, docs):
@@ -527,7 +553,30 @@ def _wall(r) -> str:
   return f"{r['wall_seconds_total'] / 60:.1f}"
 
 
-def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Path = DOCS):
+def _schedule(c: dict) -> str:
+  n, b, every = c["num_steps"], c["batch_size"], c["decay_every"]
+  decays = [str(step) for step in range(every, n, every)]
+  if not decays:
+    when = "throughout"
+  elif len(decays) == 1:
+    when = f"divided by ten at step {decays[0]}"
+  else:
+    when = f"divided by ten at steps {', '.join(decays[:-1])} and {decays[-1]}"
+  return (f"{n} steps of batch {b} ({n * b / 1e6:.2f}M images), learning rate "
+          f"{c['learning_rate']:g} {when}")
+
+
+def _budget_line(runs, found, steps=None, batch=None) -> str:
+  """The budget of a table's runs, from their results (before any, from the config)."""
+  configs = [r["config"] for run in runs for r in found.get(run, {}).values()]
+  configs = configs or [make_config(runs[0], steps, batch).to_dict()]
+  kinds = list(dict.fromkeys(_schedule(c) for c in configs))
+  if len(kinds) == 1:
+    return f"**Budget (ours), the same for every run of this table:** {kinds[0]}."
+  return ("**The runs of this table do not share one budget:** " + "; ".join(kinds) + ".")
+
+
+def write_docs(runs_dir: pathlib.Path, steps=None, batch=None, docs: pathlib.Path = DOCS):
   found = find_results(runs_dir, docs)
   out = docs / "results"
   out.mkdir(exist_ok=True)
@@ -541,9 +590,8 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
       "results are kept) and rewrites this page.",
       "",
   ] + textwrap.wrap(
-      f"**Budget (ours), the same for every run on this page:** {steps} steps of batch "
-      f"{batch} ({steps * batch / 1e6:.2f}M images), learning rate 0.01 divided by ten at 40% "
-      "and 80% of the steps, SGD with momentum 0.9, on the "
+      "**Budget (ours):** one per table, the same for every run of it, stated under the "
+      "table; SGD with momentum 0.9, on the "
       + (_digit_counts(found) if found else "MNIST training digits")
       + "; test error on the official test digits under the project's fixed-seed distortion "
       "(for the addition: each test digit paired with a seeded partner). Seed 0 for every "
@@ -554,7 +602,9 @@ def write_docs(runs_dir: pathlib.Path, steps: int, batch: int, docs: pathlib.Pat
       "of batch 256 (38.4M images), three seeds averaged, on all 60k MNIST training digits.",
       95) + [""]
   for title, runs in TABLES.items():
-    lines += [f"## {title}", "", "% test error.", ""] + _table(runs, found) + [""]
+    lines += [f"## {title}", ""] + textwrap.wrap(_budget_line(runs, found, steps, batch),
+                                                   95) + ["", "% test error.", ""]
+    lines += _table(runs, found) + [""]
     if title in TABLE_NOTES:
       lines += textwrap.wrap(TABLE_NOTES[title], 95) + [""]
     comparisons = _comparisons(runs, found) if title not in TABLE_NOTES else []
@@ -634,8 +684,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("command", choices=("run", "write", "gap"))
   parser.add_argument("--runs", default=str(REPO / "runs" / "first_results"))
-  parser.add_argument("--steps", type=int, default=3000)
-  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=None,
+                      help="replace every table's budget: train this many steps")
+  parser.add_argument("--batch", type=int, default=None,
+                      help="replace every table's budget: batches of this size")
   parser.add_argument("--docs", default=str(DOCS), help="where results.md and results/ go")
   parser.add_argument("--only", default=None,
                       help="run: train these columns only, e.g. r,p (" +

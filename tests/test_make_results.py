@@ -9,6 +9,8 @@ import shutil
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# The addition table's budget (experiments/mnist_addition.py): steps, batch, decay_every, rate.
+ADDITION_BUDGET = (15000, 64, 12000, 0.01)
 
 
 @pytest.fixture
@@ -19,7 +21,16 @@ def make_results():
   return module
 
 
-def test_every_run_gets_the_same_budget_and_schedule(make_results):
+def test_every_run_of_a_table_gets_that_tables_budget(make_results):
+  for title, runs in make_results.TABLES.items():
+    budgets = {(c.num_steps, c.batch_size, c.decay_every, c.learning_rate)
+               for c in (make_results.make_config(run) for run in runs)}
+    assert len(budgets) == 1, title
+    addition = title.startswith("Supplementary Table 1")
+    assert budgets == ({ADDITION_BUDGET} if addition else {(3000, 64, 1200, 0.01)})
+
+
+def test_steps_and_batch_replace_every_tables_budget(make_results):
   assert len(make_results.RUNS) == 32 + 4 + 4 == len(set(make_results.RUNS))
   for run in make_results.RUNS:
     c = make_results.make_config(run, 3000, 64, seed=2)
@@ -35,6 +46,21 @@ def test_every_run_gets_the_same_budget_and_schedule(make_results):
   assert make_results.command(("p", "st_cnn", "tps"), 1) == (
       "python -m stn_jax.main --config=experiments/distorted_mnist.py:p,st_cnn,tps,results "
       "--workdir=runs/p_st_cnn_tps --config.seed=1")
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_taken_as_done(make_results, tmp_path,
+                                                                      capsys):
+  run = ("add", "fcn", None)
+  committed = tmp_path / "add_fcn.json"
+  committed.write_text(json.dumps({"config": make_results.make_config(run, 3000, 64).to_dict()}))
+  with pytest.raises(SystemExit, match="add_fcn.json holds a run with other settings: "
+                                       "decay_every: 1200 there, 4000 here; num_steps: 3000 "
+                                       "there, 10000 here"):
+    make_results._train_unless_done(make_results.make_config(run, 10000, 64),
+                                    tmp_path / "add_fcn", committed, "10000 steps of 64")
+  assert not make_results._train_unless_done(make_results.make_config(run, 3000, 64),
+                                             tmp_path / "add_fcn", committed, "3000 steps of 64")
+  assert "add_fcn: done" in capsys.readouterr().out
 
 
 def _result(error, validation=None):
