@@ -51,6 +51,7 @@ def get_config(arg=None):
   c.normalize_features = False  # True: unit-length descriptors before the distances
   c.random_crop = "digit"  # 'same_scale': windows of the transformer's own scale
   c.init_scale = config_dict.placeholder(float)  # None: the identity (s = 1)
+  c.learn_scale = True  # False: s stays at its start; the localiser learns tx, ty only
   # Not given by the paper: SGD with momentum 0.9 (the project's default) on batches of 32
   # random pairs at a fixed rate, for 1000 steps (its Fig. 1 localises by step ~180).
   c.batch_size = 32

@@ -115,6 +115,18 @@ def test_a_resumed_run_continues_exactly(straight, coloc_mnist, tmp_path):
   assert resumed[4]["mean_iou"] == pytest.approx(straight[1]["mean_iou"], rel=1e-6)
 
 
+def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, coloc_mnist,
+                                                                   tmp_path):
+  encoder = os.path.join(straight[0], "encoder")
+  results = coloc.train_colocalisation(
+      smoke_config(coloc_mnist, encoder_from=encoder, learn_scale=False, init_scale=0.5,
+                   learning_rate=0.1), str(tmp_path))
+  out = ckpt.params_from(str(tmp_path))[0]["transformer"]["localization_out"]
+  assert results["scale"] == 0.5  # every image's s, exactly
+  assert np.all(np.asarray(out["kernel"])[:, 0] == 0) and float(out["bias"][0]) == 0.5
+  assert np.any(np.asarray(out["kernel"])[:, 1:] != 0)  # tx and ty learnt
+
+
 def test_a_workdir_of_another_class_or_encoder_is_refused(straight, coloc_mnist):
   workdir, _ = straight
   with pytest.raises(ValueError, match="another run: data.digit_class: 8 there, 3 here"):

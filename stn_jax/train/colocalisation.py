@@ -75,9 +75,9 @@ from stn_jax.train.coloc_boxes import (IOU_THRESHOLD, box_from_theta, box_iou, d
 from stn_jax.train.coloc_loss import random_crops, same_scale_crops, sample_pairs, triplet_hinge
 from stn_jax.train.loop import TrainState
 
-__all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "random_crops",
-           "same_scale_crops", "sample_pairs", "theta_from_box", "train_colocalisation",
-           "triplet_hinge"]
+__all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "encoder_from_run",
+           "random_crops", "same_scale_crops", "sample_pairs", "theta_from_box",
+           "train_colocalisation", "triplet_hinge"]
 
 DISTORTIONS = ("T", "TC")
 RANDOM_CROPS = ("digit", "same_scale")
@@ -172,10 +172,16 @@ def _encoder(config, source):
       logging.info("Training the encoder e() (%s, %d steps) in %s.", config.encoder.model,
                    config.encoder.num_steps, path)
       trainer.train_and_evaluate(config.encoder, path)
-  params, _ = ckpt.params_from(path)
   if os.path.exists(results):
     with open(results, encoding="utf-8") as f:
       source["encoder_test_error"] = json.load(f).get("test_error")
+  return encoder_from_run(path)
+
+
+def encoder_from_run(path: str):
+  """``(coloc_encoder model, its parameters)`` from a trained ``cnn`` run (its workdir or
+  a checkpoint) at ``path``; a ValueError names what is there instead."""
+  params, _ = ckpt.params_from(path)
   return _encoder_model(params, f"The encoder checkpoint {path!r}"), params
 
 
@@ -183,6 +189,7 @@ def _make_steps(localizer, encoder, tx, schedule, config):
   batch, margin = int(config.batch_size), float(config.margin)
   same_scale = config.random_crop == "same_scale"
   normalize = bool(config.normalize_features)
+  learn_scale = bool(config.learn_scale)
 
   def encode(enc_params, crops):
     # Frozen: no gradient reaches the encoder's parameters, while the crops' does flow back
@@ -191,6 +198,13 @@ def _make_steps(localizer, encoder, tx, schedule, config):
     if normalize:
       e = e / jnp.sqrt(jnp.sum(jnp.square(e), -1, keepdims=True) + 1e-12)
     return e
+
+  def hold_scale(grads):
+    # learn_scale=False: no update reaches s, the first output of the regression layer
+    # (its kernel starts at zero), so s stays at its start; tx and ty learn as before.
+    out = grads["transformer"]["localization_out"]
+    out = {"kernel": out["kernel"].at[:, 0].set(0.0), "bias": out["bias"].at[0].set(0.0)}
+    return {**grads, "transformer": {**grads["transformer"], "localization_out": out}}
 
   def train_step(state, enc_params, images):
     n_images = images.shape[0]
@@ -215,6 +229,8 @@ def _make_steps(localizer, encoder, tx, schedule, config):
 
     (loss, (losses, d_pair, d_rand, theta)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
+    if not learn_scale:
+      grads = hold_scale(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)

@@ -1,0 +1,103 @@
+"""Eq. (1) over a grid of boxes (stn_jax.train.coloc_search): the grid, the per-box loss
+against the loop's own hinge, and best response on hand-made descriptors; then
+docs/coloc_landscape.py on a smoke encoder."""
+
+import importlib.util
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stn_jax.train import coloc_search
+from stn_jax.train.coloc_loss import triplet_hinge
+import experiment_configs
+from test_mnist_source import write_split
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_the_grid_holds_every_scale_at_every_centre():
+  grid = coloc_search.box_grid([0.5, 1.0], 3)
+  assert grid.shape == (2 * 9, 3)
+  assert [1.0, 0.0, 0.0] in grid.tolist()  # the identity, where the search starts
+  assert sorted(set(grid[:, 1].tolist())) == pytest.approx([-0.9, 0.0, 0.9])
+  for bad in ([], [0.0], [-1.0], [float("nan")]):
+    with pytest.raises(ValueError, match="positive numbers"):
+      coloc_search.box_grid(bad)
+
+
+def test_grid_losses_average_the_loops_hinge_over_partners_and_random_crops():
+  rng = np.random.default_rng(0)
+  cand, partners, rand = rng.normal(size=(5, 7)), rng.normal(size=(4, 7)), rng.normal(size=(3, 7))
+  got = coloc_search.grid_losses(cand, partners, rand, margin=0.5)
+  for g in range(5):
+    pairs = [(m, r) for m in range(4) for r in range(3)]
+    want = triplet_hinge(jnp.asarray(np.repeat(cand[g:g + 1], len(pairs), 0)),
+                         jnp.asarray(partners[[m for m, _ in pairs]]),
+                         jnp.asarray(rand[[r for _, r in pairs]]), 0.5)[0]
+    assert got[g] == pytest.approx(float(np.mean(want)), rel=1e-5)
+
+
+def _hand_made(n_images=4):
+  """Box 0 is the whole image (a vector of its own, leaning to the object), box 1 the
+  object (one vector, shared), box 2 background (the random crops' vector)."""
+  dim = n_images + 2
+  obj, blank = np.eye(dim)[n_images], np.eye(dim)[n_images + 1]
+  grid = np.stack([np.stack([np.eye(dim)[n] + 0.5 * obj, obj, blank]) for n in range(n_images)])
+  rand = np.tile(blank, (n_images, 3, 1))
+  return coloc_search.unit_length(grid), rand
+
+
+def test_best_response_moves_every_image_to_the_shared_object():
+  grid, rand = _hand_made()
+  choices, losses = coloc_search.best_response(grid, rand, start=np.zeros(4, int), rounds=2)
+  assert choices.tolist() == [[0] * 4, [1] * 4, [1] * 4]
+  # Against whole images the object box already costs least; once all crop the object,
+  # every pair is closer than its background crop by more than the margin: no loss left.
+  assert losses[0] > 0 and losses[1] == pytest.approx(0.0, abs=1e-9)
+  # When every image crops background, every box of image 0 costs the margin: the trap
+  # plain SGD falls into is flat, and not even best response leaves it.
+  partners = np.tile(grid[0, 2], (3, 1))
+  assert coloc_search.grid_losses(grid[0], partners, rand[0]).tolist() == pytest.approx([1.0] * 3)
+
+
+def test_best_response_refuses_what_it_cannot_compare():
+  grid, rand = _hand_made()
+  with pytest.raises(ValueError, match="at least 2 images"):
+    coloc_search.best_response(grid[:1], rand[:1], start=[0], rounds=1)
+  with pytest.raises(ValueError, match="one grid index"):
+    coloc_search.best_response(grid, rand, start=[0, 1, 3, 0], rounds=1)
+
+
+@pytest.mark.slow  # trains a smoke encoder (about 15 s)
+def test_the_search_command_reports_each_round(tmp_path, monkeypatch):
+  from stn_jax import train  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  labels = (np.arange(250) % 10).astype(np.uint8)
+  images = rng.integers(0, 40, (250, 28, 28)).astype(np.uint8)
+  images[:, 8:20, 10:16] = 255
+  for name in ("train", "t10k"):
+    write_split(tmp_path, name, images, labels)
+  enc = experiment_configs.load_config("colocalisation", "t,8,smoke").encoder
+  with enc.unlocked():
+    enc.data.mnist_dir = str(tmp_path)
+    enc.tensorboard = False
+  train.train_and_evaluate(enc, str(tmp_path / "encoder"))
+  spec = importlib.util.spec_from_file_location("coloc_landscape",
+                                                REPO / "docs" / "coloc_landscape.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  monkeypatch.setenv("STN_MNIST_DIR", str(tmp_path))
+  common = ["--encoder", str(tmp_path / "encoder"), "--size", "6", "--scales", "0.333,1.0",
+            "--positions", "3", "--random_crops", "2"]
+  out = module.main(["search", *common, "--rounds", "2", "--out", str(tmp_path / "s.json")])
+  assert [r["round"] for r in out["rounds"]] == [0, 1, 2]
+  assert out["rounds"][0]["scale"] == 1.0 and out["rounds"][0]["localised"] == 0.0
+  assert all(np.isfinite(r["loss"]) for r in out["rounds"][1:])
+  assert len(out["ious"]) == 6 and len(out["final_theta"]) == 6
+  land = module.main(["landscape", *common, "--images", "2"])
+  assert set(land["results"]) == {f"{v}/{l}/{n}" for v in module.VIEWS for l in module.LAYERS
+                                  for n in ("raw", "unit")}
+  with pytest.raises(SystemExit, match="must include 1.0"):
+    module.main(["search", *common[:-4], "--scales", "0.5"])
