@@ -136,6 +136,14 @@ def landscape(args) -> dict:
           "images": [int(n) for n in chosen], "grid_boxes": len(grid), "results": out}
 
 
+def _local_offsets():
+  """The refining grid: ``(scale factor, dx, dy)``, factors 0.9-1.1 and shifts of up to
+  0.075 (3 px of 84) in steps of 0.025 (about 1 px)."""
+  shifts = np.arange(-3, 4, dtype=np.float32) * 0.025
+  return np.array(list(itertools.product((0.9, 0.95, 1.0, 1.05, 1.1), shifts, shifts)),
+                  np.float32)
+
+
 def search(args) -> dict:
   from stn_jax.train import coloc_search  # pylint: disable=import-outside-toplevel
   from stn_jax.train.coloc_boxes import IOU_THRESHOLD, box_from_theta, box_iou  # pylint: disable=import-outside-toplevel
@@ -162,18 +170,32 @@ def search(args) -> dict:
   identity = int(np.flatnonzero((grid[:, 0] == 1.0) & (grid[:, 1] == 0) & (grid[:, 2] == 0))[0])
   choices, losses = coloc_search.best_response(
       grid_desc, rand_desc, np.full(len(images), identity), args.rounds, args.margin)
+  thetas = [grid[choice] for choice in choices]
+  if args.refine_rounds:  # a finer grid around each image's box, from that box
+    local = _local_offsets()
+    theta = thetas[-1]
+    fine = np.stack([theta[:, None, 0] * local[None, :, 0], theta[:, None, 1] + local[None, :, 1],
+                     theta[:, None, 2] + local[None, :, 2]], -1)  # (N, G', 3)
+    fine_desc = np.stack([coloc_search.unit_length(describe(fine[n], np.repeat(
+        images[n:n + 1], len(local), 0))[:, sl]).astype(np.float32) for n in range(len(images))])
+    centre = int(np.flatnonzero(np.all(local == np.array([1.0, 0, 0], np.float32), -1))[0])
+    fine_choices, fine_losses = coloc_search.best_response(
+        fine_desc, rand_desc, np.full(len(images), centre), args.refine_rounds, args.margin)
+    thetas += [fine[np.arange(len(images)), c] for c in fine_choices[1:]]
+    losses = np.concatenate([losses, fine_losses])
   rounds = []
-  for r, choice in enumerate(choices):
-    ious = box_iou(box_from_theta(grid[choice], IMAGE_HW), boxes)
-    rounds.append({"round": r, "localised": float(np.mean(ious > IOU_THRESHOLD)),
-                   "mean_iou": float(ious.mean()), "scale": float(grid[choice, 0].mean()),
+  for r, theta in enumerate(thetas):
+    ious = box_iou(box_from_theta(theta, IMAGE_HW), boxes)
+    rounds.append({"round": r, "refined": r > args.rounds,
+                   "localised": float(np.mean(ious > IOU_THRESHOLD)),
+                   "mean_iou": float(ious.mean()), "scale": float(theta[:, 0].mean()),
                    "loss": None if r == 0 else float(losses[r - 1])})
     print(json.dumps(rounds[-1]), flush=True)
   return {"dataset": args.dataset, "digit": args.digit, "encoder": args.encoder,
           "layers": args.layers, "scales": scales, "positions": args.positions,
           "grid_boxes": len(grid), "random_crops": args.random_crops, "margin": args.margin,
           "rounds": rounds, "ious": [float(x) for x in ious],
-          "final_theta": grid[choices[-1]].tolist(),
+          "refine_rounds": args.refine_rounds, "final_theta": thetas[-1].tolist(),
           "seconds_descriptors": seconds_descriptors,
           "seconds_total": time.time() - start}
 
@@ -192,6 +214,8 @@ def main(argv=None):
   parser.add_argument("--margin", type=float, default=1.0)
   parser.add_argument("--layers", choices=LAYERS, default="late", help="search: descriptor")
   parser.add_argument("--rounds", type=int, default=2, help="search: rounds of best response")
+  parser.add_argument("--refine_rounds", type=int, default=0,
+                      help="search: then rounds on a finer grid around each box")
   parser.add_argument("--images", type=int, default=10, help="landscape: images measured")
   parser.add_argument("--out", default=None, help="write the results here (JSON)")
   args = parser.parse_args(argv)

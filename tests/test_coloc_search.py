@@ -91,9 +91,17 @@ def test_the_search_command_reports_each_round(tmp_path, monkeypatch):
   monkeypatch.setenv("STN_MNIST_DIR", str(tmp_path))
   common = ["--encoder", str(tmp_path / "encoder"), "--size", "6", "--scales", "0.333,1.0",
             "--positions", "3", "--random_crops", "2"]
-  out = module.main(["search", *common, "--rounds", "2", "--out", str(tmp_path / "s.json")])
-  assert [r["round"] for r in out["rounds"]] == [0, 1, 2]
+  out = module.main(["search", *common, "--rounds", "2", "--refine_rounds", "1", "--out",
+                     str(tmp_path / "s.json")])
+  assert [(r["round"], r["refined"]) for r in out["rounds"]] == [
+      (0, False), (1, False), (2, False), (3, True)]
   assert out["rounds"][0]["scale"] == 1.0 and out["rounds"][0]["localised"] == 0.0
+  # Refining moves a box by at most 10% of its scale and 0.075 of its centre.
+  coarse = coloc_search.box_grid([0.333, 1.0], 3)
+  for theta in out["final_theta"]:
+    near = coarse[np.argmin(np.abs(coarse - theta).sum(-1))]
+    assert 0.9 - 1e-6 <= theta[0] / near[0] <= 1.1 + 1e-6
+    assert np.all(np.abs(np.asarray(theta[1:]) - near[1:]) <= 0.075 + 1e-6)
   assert all(np.isfinite(r["loss"]) for r in out["rounds"][1:])
   assert len(out["ious"]) == 6 and len(out["final_theta"]) == 6
   land = module.main(["landscape", *common, "--images", "2"])
