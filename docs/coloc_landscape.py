@@ -1,21 +1,19 @@
-"""Eq. (1) of co-localisation measured over a grid of boxes, and minimised there (issue 18).
+"""Eq. (1) of co-localisation measured over a grid of boxes (issue 18).
 
-  python docs/coloc_landscape.py landscape --encoder=runs/coloc_t_8/encoder --out=land.json
-  python docs/coloc_landscape.py search --encoder=runs/coloc_t_8/encoder --dataset=t --digit=8
+  python docs/coloc_landscape.py --encoder=runs/coloc_t_8/encoder --out=land.json
 
-``landscape``: for ``--images`` images n of the set, the loss of n's crop at every grid box
+For ``--images`` images n of the set, the loss of n's crop at every grid box
 against the other images' crops held (a) at their true boxes and (b) at the identity (the
 whole image, where training starts), for each descriptor choice (layers x raw or unit
 length) and each view (bilinear; ``aa``: sampled 3x finer, then averaged 3x3). It reports
 where each image's least-loss box falls (its IoU with the true box) and how many grid boxes
 beat the true one. The true boxes are read only here, to diagnose.
 
-``search``: rounds of best response over the grid from the identity
-(:mod:`stn_jax.train.coloc_search`), which uses no box or label; the true boxes only score
-each round. The encoder is a trained ``cnn`` run (e.g. the ``encoder`` directory a
-co-localisation run trains, or ``runs/first_results/r_cnn`` of docs/make_results.py).
-MNIST comes from ``$STN_MNIST_DIR``. Results: docs/lab_notes.md, "Co-localisation: the
-landscape of eq. (1)".
+The encoder is a trained ``cnn`` run (e.g. the ``encoder`` directory a co-localisation run
+trains, or ``runs/first_results/r_cnn`` of docs/make_results.py). MNIST comes from
+``$STN_MNIST_DIR``. What it showed, and the search it led to (the ``search`` variant of
+experiments/colocalisation.py): docs/lab_notes.md, "Co-localisation: the landscape of
+eq. (1)".
 """
 
 from __future__ import annotations
@@ -29,15 +27,8 @@ import time
 import numpy as np
 
 IMAGE_HW, CROP_HW = (84, 84), (28, 28)
-# Slices of the coloc_encoder's descriptor ([pooled conv 1, pooled conv 2, logits]) by the
-# size of the two last parts: "late" drops the first conv block's 8900 values.
-LAYERS = ("all", "late", "logits")
 VIEWS = ("bilinear", "aa")
 DEFAULT_SCALES = "0.3,0.333,0.36,0.38,0.4,0.43,0.46,0.5,0.6,0.7,1.0"
-
-
-def _layer_slice(layers: str, late_size: int):
-  return {"all": slice(None), "late": slice(-late_size, None), "logits": slice(-10, None)}[layers]
 
 
 def _dataset(dataset: str, digit: int, size: int, seed: int):
@@ -49,7 +40,7 @@ def _dataset(dataset: str, digit: int, size: int, seed: int):
 
 def _describer(encoder_path: str, view: str):
   """``describe(theta (B, 3), images (B, 84, 84, 1)) -> (B, D)`` raw descriptors of the
-  crops, and the size of the descriptor's late part (conv 2 and logits)."""
+  crops, and the encoder's parameters."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from stn_jax import ops  # pylint: disable=import-outside-toplevel
@@ -70,9 +61,7 @@ def _describer(encoder_path: str, view: str):
                                                jnp.asarray(images[i:i + chunk])))
                            for i in range(0, len(theta), chunk)])
 
-  # The late part: the second block's 2x2 pooled maps and the logits.
-  filters = int(params["classifier"]["conv_0"]["kernel"].shape[-1])
-  return run, 4 * filters + 10
+  return run, params
 
 
 def _random_windows(images, count: int, seed: int):
@@ -93,6 +82,7 @@ def _identity_theta(count):
 
 def landscape(args) -> dict:
   from stn_jax.train import coloc_search  # pylint: disable=import-outside-toplevel
+  from stn_jax.train.colocalisation import DESCRIPTOR_LAYERS, descriptor_part  # pylint: disable=import-outside-toplevel
   from stn_jax.train.coloc_boxes import box_from_theta, box_iou, theta_from_box  # pylint: disable=import-outside-toplevel
   images, boxes = _dataset(args.dataset, args.digit, args.size, args.seed)
   truth = theta_from_box(boxes, IMAGE_HW).astype(np.float32)
@@ -102,7 +92,7 @@ def landscape(args) -> dict:
   windows = _random_windows(images, args.random_crops, args.seed + 2)
   out = {}
   for view in VIEWS:
-    describe, late = _describer(args.encoder, view)
+    describe, params = _describer(args.encoder, view)
     start = time.time()
     at = {"true": describe(truth, images), "identity": describe(_identity_theta(len(images)),
                                                                 images)}
@@ -111,8 +101,8 @@ def landscape(args) -> dict:
                           describe(truth[n:n + 1], images[n:n + 1]))
                  for n in chosen}
     print(f"{view}: descriptors in {time.time() - start:.0f} s", flush=True)
-    for layers, norm in itertools.product(LAYERS, ("raw", "unit")):
-      sl = _layer_slice(layers, late)
+    for layers, norm in itertools.product(DESCRIPTOR_LAYERS, ("raw", "unit")):
+      sl = descriptor_part(params, layers)
 
       def prep(e, sl=sl, norm=norm):
         e = np.asarray(e, np.float64)[:, sl]
@@ -123,8 +113,9 @@ def landscape(args) -> dict:
         ious, beaten = [], []
         for n, (cand, rand, true_desc) in per_image.items():
           partners = prep(np.delete(at[others], n, axis=0))
-          losses = coloc_search.grid_losses(prep(cand), partners, prep(rand))
-          true_loss = coloc_search.grid_losses(prep(true_desc), partners, prep(rand))[0]
+          losses = coloc_search.grid_losses(prep(cand), partners, prep(rand), args.margin)
+          true_loss = coloc_search.grid_losses(prep(true_desc), partners, prep(rand),
+                                               args.margin)[0]
           ious.append(float(box_iou(grid_boxes[np.argmin(losses)], boxes[n])))
           beaten.append(float(np.mean(losses < true_loss)))
         row[others] = {"least_loss_box_localised": float(np.mean(np.array(ious) > 0.5)),
@@ -136,73 +127,8 @@ def landscape(args) -> dict:
           "images": [int(n) for n in chosen], "grid_boxes": len(grid), "results": out}
 
 
-def _local_offsets():
-  """The refining grid: ``(scale factor, dx, dy)``, factors 0.9-1.1 and shifts of up to
-  0.075 (3 px of 84) in steps of 0.025 (about 1 px)."""
-  shifts = np.arange(-3, 4, dtype=np.float32) * 0.025
-  return np.array(list(itertools.product((0.9, 0.95, 1.0, 1.05, 1.1), shifts, shifts)),
-                  np.float32)
-
-
-def search(args) -> dict:
-  from stn_jax.train import coloc_search  # pylint: disable=import-outside-toplevel
-  from stn_jax.train.coloc_boxes import IOU_THRESHOLD, box_from_theta, box_iou  # pylint: disable=import-outside-toplevel
-  images, boxes = _dataset(args.dataset, args.digit, args.size, args.seed)
-  scales = [float(s) for s in args.scales.split(",")]
-  if 1.0 not in scales or args.positions % 2 == 0:
-    raise SystemExit("The search starts at the identity: --scales must include 1.0 and "
-                     "--positions must be odd (so that the centre is on the grid).")
-  grid = coloc_search.box_grid(scales, args.positions)
-  describe, late = _describer(args.encoder, "bilinear")
-  sl = _layer_slice(args.layers, late)
-  start = time.time()
-  size = len(images) * len(grid) * describe(grid[:1], images[:1])[:, sl].shape[-1] * 4
-  if size > 8 * 2**30:
-    raise SystemExit(f"The grid's descriptors would take {size / 2**30:.1f} GiB: use "
-                     "--layers=late (or fewer --scales or --positions).")
-  grid_desc = np.stack([
-      coloc_search.unit_length(describe(grid, np.repeat(images[n:n + 1], len(grid), 0))[:, sl])
-      .astype(np.float32) for n in range(len(images))])
-  windows = _random_windows(images, args.random_crops, args.seed + 2)
-  rand_desc = np.stack([coloc_search.unit_length(
-      describe(_identity_theta(args.random_crops), windows[n])[:, sl]) for n in range(len(images))])
-  seconds_descriptors = time.time() - start
-  identity = int(np.flatnonzero((grid[:, 0] == 1.0) & (grid[:, 1] == 0) & (grid[:, 2] == 0))[0])
-  choices, losses = coloc_search.best_response(
-      grid_desc, rand_desc, np.full(len(images), identity), args.rounds, args.margin)
-  thetas = [grid[choice] for choice in choices]
-  if args.refine_rounds:  # a finer grid around each image's box, from that box
-    local = _local_offsets()
-    theta = thetas[-1]
-    fine = np.stack([theta[:, None, 0] * local[None, :, 0], theta[:, None, 1] + local[None, :, 1],
-                     theta[:, None, 2] + local[None, :, 2]], -1)  # (N, G', 3)
-    fine_desc = np.stack([coloc_search.unit_length(describe(fine[n], np.repeat(
-        images[n:n + 1], len(local), 0))[:, sl]).astype(np.float32) for n in range(len(images))])
-    centre = int(np.flatnonzero(np.all(local == np.array([1.0, 0, 0], np.float32), -1))[0])
-    fine_choices, fine_losses = coloc_search.best_response(
-        fine_desc, rand_desc, np.full(len(images), centre), args.refine_rounds, args.margin)
-    thetas += [fine[np.arange(len(images)), c] for c in fine_choices[1:]]
-    losses = np.concatenate([losses, fine_losses])
-  rounds = []
-  for r, theta in enumerate(thetas):
-    ious = box_iou(box_from_theta(theta, IMAGE_HW), boxes)
-    rounds.append({"round": r, "refined": r > args.rounds,
-                   "localised": float(np.mean(ious > IOU_THRESHOLD)),
-                   "mean_iou": float(ious.mean()), "scale": float(theta[:, 0].mean()),
-                   "loss": None if r == 0 else float(losses[r - 1])})
-    print(json.dumps(rounds[-1]), flush=True)
-  return {"dataset": args.dataset, "digit": args.digit, "encoder": args.encoder,
-          "layers": args.layers, "scales": scales, "positions": args.positions,
-          "grid_boxes": len(grid), "random_crops": args.random_crops, "margin": args.margin,
-          "rounds": rounds, "ious": [float(x) for x in ious],
-          "refine_rounds": args.refine_rounds, "final_theta": thetas[-1].tolist(),
-          "seconds_descriptors": seconds_descriptors,
-          "seconds_total": time.time() - start}
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-  parser.add_argument("command", choices=("landscape", "search"))
   parser.add_argument("--encoder", required=True, help="a trained cnn run or checkpoint")
   parser.add_argument("--dataset", choices=("t", "tc"), default="t")
   parser.add_argument("--digit", type=int, choices=range(10), default=8)
@@ -212,17 +138,13 @@ def main(argv=None):
   parser.add_argument("--positions", type=int, default=19, help="box centres per axis")
   parser.add_argument("--random_crops", type=int, default=16, help="I_n^rand per image")
   parser.add_argument("--margin", type=float, default=1.0)
-  parser.add_argument("--layers", choices=LAYERS, default="late", help="search: descriptor")
-  parser.add_argument("--rounds", type=int, default=2, help="search: rounds of best response")
-  parser.add_argument("--refine_rounds", type=int, default=0,
-                      help="search: then rounds on a finer grid around each box")
-  parser.add_argument("--images", type=int, default=10, help="landscape: images measured")
+  parser.add_argument("--images", type=int, default=10, help="images measured")
   parser.add_argument("--out", default=None, help="write the results here (JSON)")
   args = parser.parse_args(argv)
   if not os.environ.get("STN_MNIST_DIR"):
     parser.error("set STN_MNIST_DIR to the directory of the MNIST IDX files "
                  "(see data/README.md).")
-  result = landscape(args) if args.command == "landscape" else search(args)
+  result = landscape(args)
   if args.out:
     with open(args.out, "w", encoding="utf-8") as f:
       json.dump(result, f, indent=1)

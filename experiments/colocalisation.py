@@ -22,14 +22,16 @@ training") lists the choices and the alternatives behind ``normalize_features``,
 ``random_crop`` and ``init_scale``. In our runs so far, none of them has localised the digits.
 """
 
+import ml_collections
 from ml_collections import config_dict
 
 from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, mnist_source,
                                   parse_variant)
 
 DISTORTIONS = {"t": "T", "tc": "TC"}
-CHOICES = {"dataset": tuple(DISTORTIONS), "digit": tuple("0123456789"), "smoke": (True,)}
-DEFAULTS = {"dataset": "t", "digit": "8", "smoke": False}
+CHOICES = {"dataset": tuple(DISTORTIONS), "digit": tuple("0123456789"), "search": (True,),
+           "smoke": (True,)}
+DEFAULTS = {"dataset": "t", "digit": "8", "search": False, "smoke": False}
 
 
 def get_config(arg=None):
@@ -52,6 +54,20 @@ def get_config(arg=None):
   c.random_crop = "digit"  # 'same_scale': windows of the transformer's own scale
   c.init_scale = config_dict.placeholder(float)  # None: the identity (s = 1)
   c.learn_scale = True  # False: s stays at its start; the localiser learns tx, ty only
+  # 'sgd': the paper's SGD on the localiser. 'best_response' (ours, the `search` variant):
+  # eq. (1) minimised over a grid of boxes by rounds of best response, on unit-length
+  # descriptors (docs/lab_notes.md, "Co-localisation: the landscape of eq. (1)").
+  c.optimizer = "sgd"
+  c.search = ml_collections.ConfigDict()
+  c.search.scales = (0.3, 0.333, 0.36, 0.38, 0.4, 0.43, 0.46, 0.5, 0.6, 0.7, 1.0)
+  c.search.positions = 19  # box centres per axis, over [-0.9, 0.9] (steps of 4.2 px)
+  c.search.rounds = 2
+  c.search.refine_rounds = 2  # then on a grid of 1 px steps and +-10% scales around each box
+  c.search.layers = "late"  # the descriptor: conv block 2 and the logits
+  c.search.random_crops = 16  # I_n^rand per image
+  if v["search"]:
+    c.optimizer = "best_response"
+    c.normalize_features = True
   # Not given by the paper: SGD with momentum 0.9 (the project's default) on batches of 32
   # random pairs at a fixed rate, for 1000 steps (its Fig. 1 localises by step ~180).
   c.batch_size = 32

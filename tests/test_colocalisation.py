@@ -127,6 +127,34 @@ def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, col
   assert np.any(np.asarray(out["kernel"])[:, 1:] != 0)  # tx and ty learnt
 
 
+def test_the_search_variant_chooses_boxes_by_best_response(straight, coloc_mnist, tmp_path):
+  encoder = os.path.join(straight[0], "encoder")
+  small = {"encoder_from": encoder, "search.scales": (0.333, 1.0), "search.positions": 3,
+           "search.random_crops": 2, "search.refine_rounds": 1}
+  config = smoke_config(coloc_mnist, "t,8,search,smoke", **small)
+  assert (config.optimizer, config.normalize_features) == ("best_response", True)
+  results = coloc.train_colocalisation(config, str(tmp_path))
+  assert [(r["round"], r["refining"]) for r in results["rounds"]] == [
+      (0, False), (1, False), (2, False), (3, True)]
+  first = results["rounds"][0]  # the identity: the whole image
+  assert first["scale"] == 1.0 and first["mean_iou"] == pytest.approx(1 / 9)
+  assert results["localised"] == results["rounds"][-1]["localised"]
+  assert len(results["ious"]) == len(results["theta"]) == 16 and results["steps"] == 0
+  with open(tmp_path / "results.json", encoding="utf-8") as f:
+    assert json.load(f) == results
+  assert (tmp_path / "colocalisation.png").stat().st_size > 0
+  assert not (tmp_path / "checkpoints").exists()  # no localiser is trained
+  # The workdir of an SGD run is not overwritten.
+  with pytest.raises(ValueError, match="another run: .*optimizer: 'sgd' there, 'best_response'"):
+    coloc.train_colocalisation(config, straight[0])
+  with pytest.raises(ValueError, match="search.positions must be odd"):
+    coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
+                                            **{**small, "search.positions": 4}), str(tmp_path))
+  with pytest.raises(ValueError, match="1.0 \\(the identity"):
+    coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
+                                            **{**small, "search.scales": (0.5,)}), str(tmp_path))
+
+
 def test_a_workdir_of_another_class_or_encoder_is_refused(straight, coloc_mnist):
   workdir, _ = straight
   with pytest.raises(ValueError, match="another run: data.digit_class: 8 there, 3 here"):
@@ -172,13 +200,15 @@ def test_config_variants_and_errors(coloc_mnist, tmp_path):
   d = load_config(None)
   assert (d.data.distortion, d.data.digit_class) == ("T", 8)
   assert (d.normalize_features, d.random_crop, d.init_scale) == (False, "digit", None)
+  assert (d.optimizer, d.learn_scale) == ("sgd", True)  # the paper's, unless a variant says
   # The encoder's steps, schedule and data follow the top-level fields.
   d.encoder_steps = 300
   d.data.mnist_dir = "/somewhere"
   assert (d.encoder.num_steps, d.encoder.decay_every, d.encoder.eval_every) == (300, 100, 300)
   assert d.encoder.data.mnist_dir == "/somewhere"
   with pytest.raises(ValueError, match="Unknown variant 'x'. Valid variant parts "
-                     "\\(dataset: t, tc; digit: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; smoke: smoke\\)"):
+                     "\\(dataset: t, tc; digit: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; search: search; "
+                     "smoke: smoke\\)"):
     load_config("t,x")
   with pytest.raises(ValueError, match="names the dataset twice"):
     load_config("t,tc")

@@ -19,7 +19,8 @@ import itertools
 
 import numpy as np
 
-__all__ = ["best_response", "box_grid", "grid_losses", "unit_length"]
+__all__ = ["best_response", "box_grid", "grid_losses", "local_offsets", "refined_grids",
+           "search", "unit_length"]
 
 
 def box_grid(scales, num_positions: int = 19, extent: float = 0.9) -> np.ndarray:
@@ -34,8 +35,26 @@ def box_grid(scales, num_positions: int = 19, extent: float = 0.9) -> np.ndarray
     raise ValueError(f"The grid's scales must be positive numbers; got {scales.tolist()}.")
   if num_positions < 1:
     raise ValueError(f"num_positions must be at least 1, got {num_positions}.")
-  centres = np.linspace(-extent, extent, num_positions, dtype=np.float32)
+  centres = (np.linspace(-extent, extent, num_positions, dtype=np.float32)
+             if num_positions > 1 else np.zeros(1, np.float32))  # one position: the centre
   return np.array(list(itertools.product(scales, centres, centres)), np.float32)
+
+
+def local_offsets() -> np.ndarray:
+  """The refining grid: ``(scale factor, dx, dy)`` with factors 0.9-1.1 and shifts of up
+  to 0.075 (3 px of 84) in steps of 0.025 (about 1 px); ``(1, 0, 0)`` is among them."""
+  shifts = np.arange(-3, 4, dtype=np.float32) * 0.025
+  return np.array(list(itertools.product((0.9, 0.95, 1.0, 1.05, 1.1), shifts, shifts)),
+                  np.float32)
+
+
+def refined_grids(theta, offsets) -> np.ndarray:
+  """``(N, G, 3)`` boxes around each of ``theta (N, 3)``: its scale times each offset's
+  factor, its centre plus each offset's shift."""
+  theta, offsets = np.asarray(theta, np.float32), np.asarray(offsets, np.float32)
+  return np.stack([theta[:, None, 0] * offsets[None, :, 0],
+                   theta[:, None, 1] + offsets[None, :, 1],
+                   theta[:, None, 2] + offsets[None, :, 2]], -1)
 
 
 def unit_length(e):
@@ -76,7 +95,8 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
 
   In each round every image ``n`` takes the box ``g`` minimising
   ``grid_losses(grid_desc[n], crops of the others, rand_desc[n])``, where the others'
-  crops are those they chose in the round before; all images move together.
+  crops are those they chose in the round before; all images move together. An image
+  keeps its box unless another costs strictly less.
 
   Args:
     grid_desc: ``(N, G, D)`` descriptors of every image's crop at every grid box.
@@ -106,9 +126,50 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
     for n in range(n_images):
       others = np.delete(current, n, axis=0)
       loss = grid_losses(grid_desc[n], others, rand_desc[n], margin)
-      new[n] = int(np.argmin(loss))
+      best = int(np.argmin(loss))
+      new[n] = choice[n] if loss[choice[n]] <= loss[best] else best
       total += loss[new[n]]
     choice = new
     choices.append(choice)
     losses.append(total / n_images)
   return np.stack(choices), np.asarray(losses)
+
+
+def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_rounds: int = 0,
+           margin: float = 1.0):
+  """Eq. (1) minimised by best response: ``rounds`` on ``grid`` from the identity, then
+  ``refine_rounds`` on :func:`local_offsets` around each image's box.
+
+  Args:
+    describe: ``describe(n, theta (G, 3)) -> (G, D)`` the (unit-length) descriptors of
+      image ``n``'s crops at the boxes ``theta``.
+    num_images: N.
+    rand_desc: ``(N, R, D)`` descriptors of random crops of each image.
+    grid: ``(G, 3)`` boxes, the identity ``(1, 0, 0)`` among them.
+    rounds, refine_rounds: rounds on the grid, then on the finer one.
+    margin: alpha.
+
+  Returns:
+    ``(thetas, losses)``: ``(rounds + refine_rounds + 1, N, 3)`` every image's box before
+    the first round and after each, and ``(rounds + refine_rounds,)`` each round's loss.
+  """
+  grid = np.asarray(grid, np.float32)
+  identity = np.flatnonzero(np.all(grid == np.array([1.0, 0.0, 0.0], np.float32), -1))
+  if identity.size == 0:
+    raise ValueError("The search starts at the identity: the grid must hold the box "
+                     "(1, 0, 0) (a scale of 1.0 and an odd number of positions).")
+  grid_desc = np.stack([describe(n, grid) for n in range(num_images)])
+  choices, losses = best_response(grid_desc, rand_desc, np.full(num_images, identity[0]),
+                                  rounds, margin)
+  thetas = [grid[c] for c in choices]
+  if refine_rounds:
+    offsets = local_offsets()
+    fine = refined_grids(thetas[-1], offsets)
+    fine_desc = np.stack([describe(n, fine[n]) for n in range(num_images)])
+    centre = int(np.flatnonzero(np.all(offsets == np.array([1.0, 0, 0], np.float32), -1))[0])
+    fine_choices, fine_losses = best_response(fine_desc, rand_desc,
+                                              np.full(num_images, centre), refine_rounds,
+                                              margin)
+    thetas += [fine[np.arange(num_images), c] for c in fine_choices[1:]]
+    losses = np.concatenate([losses, fine_losses])
+  return np.stack(thetas), np.asarray(losses)

@@ -64,23 +64,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stn_jax import models
+from stn_jax import models, ops
 from stn_jax.datasets import distortions, load_mnist
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import compile as compile_lib
 from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import faults, loop, optim, stopping, trainer
+from stn_jax.train import coloc_search, faults, loop, optim, stopping, trainer
 from stn_jax.train.coloc_boxes import (IOU_THRESHOLD, box_from_theta, box_iou, draw_boxes,
                                        theta_from_box)
 from stn_jax.train.coloc_loss import random_crops, same_scale_crops, sample_pairs, triplet_hinge
 from stn_jax.train.loop import TrainState
 
-__all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "draw_boxes", "encoder_from_run",
+__all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "descriptor_part", "draw_boxes",
+           "encoder_from_run",
            "random_crops", "same_scale_crops", "sample_pairs", "theta_from_box",
            "train_colocalisation", "triplet_hinge"]
 
 DISTORTIONS = ("T", "TC")
 RANDOM_CROPS = ("digit", "same_scale")
+OPTIMIZERS = ("sgd", "best_response")
+DESCRIPTOR_LAYERS = ("all", "late", "logits")
 _ENCODER_HW = (28, 28)  # the encoder's input: an MNIST digit
 
 
@@ -114,10 +117,42 @@ def _check_config(config):
     raise ConfigError(f"init_scale must be a positive number (or None), got {config.init_scale}.")
   if not (math.isfinite(config.margin) and config.margin >= 0):
     raise ConfigError(f"The margin must be a finite number >= 0, got {config.margin}.")
+  if config.optimizer not in OPTIMIZERS:
+    raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                      f"{config.optimizer!r}.")
+  if config.optimizer == "best_response":
+    _check_search(config.search)
   out_hw = tuple(config.model_kwargs.to_dict().get("out_hw", _ENCODER_HW))
   if out_hw != _ENCODER_HW:
     raise ConfigError(f"model_kwargs.out_hw must be the encoder's input size {_ENCODER_HW}, "
                       f"got {out_hw}.")
+
+
+def _check_search(s):
+  from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  scales = list(s.scales)
+  if not scales or not all(math.isfinite(x) and x > 0 for x in scales) or 1.0 not in scales:
+    raise ConfigError(f"search.scales must be positive numbers, 1.0 (the identity, where the "
+                      f"search starts) among them; got {scales}.")
+  if s.positions < 1 or s.positions % 2 == 0:
+    raise ConfigError(f"search.positions must be odd (the centre is on the grid), got "
+                      f"{s.positions}.")
+  for name in ("rounds", "random_crops"):
+    if s[name] < 1:
+      raise ConfigError(f"search.{name} must be at least 1, got {s[name]}.")
+  if s.refine_rounds < 0:
+    raise ConfigError(f"search.refine_rounds must be 0 or more, got {s.refine_rounds}.")
+  if s.layers not in DESCRIPTOR_LAYERS:
+    raise ConfigError(f"search.layers must be one of {', '.join(DESCRIPTOR_LAYERS)}, got "
+                      f"{s.layers!r}.")
+
+
+def descriptor_part(params, layers: str):
+  """The slice of the ``coloc_encoder``'s descriptor ([conv block 1, conv block 2, logits],
+  each flattened) that ``layers`` names: ``all``, ``late`` (block 2 and the logits) or
+  ``logits``, for a ``cnn`` on 28x28 digits (block 2 ends 2x2)."""
+  late = 4 * int(params["classifier"]["conv_0"]["kernel"].shape[-1]) + 10
+  return {"all": slice(None), "late": slice(-late, None), "logits": slice(-10, None)}[layers]
 
 
 def _dataset(config):
@@ -282,6 +317,10 @@ def train_colocalisation(config, workdir: str) -> dict:
   localizer = models.get_model(config.model, input_shape=images.shape[1:],
                                **config.model_kwargs.to_dict())
   encoder_info = _encoder_source(config, workdir)
+  if config.optimizer == "best_response":
+    ckpt.check_workdir(config, workdir)  # a workdir of another run is not overwritten
+    encoder, enc_params = _encoder(config, encoder_info)
+    return _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t_start)
   checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
                                  identity=ckpt.run_identity(config))
   try:
@@ -291,6 +330,75 @@ def train_colocalisation(config, workdir: str) -> dict:
                     encoder_info, checkpoints, t_start)
   finally:
     checkpoints.close()
+
+
+def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t_start):
+  """``optimizer='best_response'`` (ours): eq. (1) minimised by rounds of best response over
+  a grid of boxes (:func:`stn_jax.train.coloc_search.search`); no localiser is trained.
+  Only the images and the encoder choose the boxes; the true boxes score them."""
+  s = config.search
+  part = descriptor_part(enc_params, s.layers)
+  prep = coloc_search.unit_length if config.normalize_features else np.asarray
+
+  @jax.jit
+  def describe_crops(theta, x):
+    crops = ops.warp(x, theta, _ENCODER_HW, transform="attention")
+    return encoder.apply({"params": enc_params}, crops)[:, part]
+
+  data = jnp.asarray(images)
+
+  def describe(n, theta, chunk=int(config.eval_batch_size)):
+    out = [np.asarray(describe_crops(jnp.asarray(theta[i:i + chunk]),
+                                     jnp.broadcast_to(data[n], (len(theta[i:i + chunk]),
+                                                                *data.shape[1:]))))
+           for i in range(0, len(theta), chunk)]
+    return prep(np.concatenate(out)).astype(np.float32)
+
+  key = jax.random.PRNGKey(config.seed)
+  windows = [random_crops(jax.random.fold_in(key, r), data, _ENCODER_HW)[0]
+             for r in range(s.random_crops)]  # I_n^rand: R windows of every image
+  rand_desc = np.stack([prep(np.asarray(encoder.apply({"params": enc_params}, w))[:, part])
+                        for w in windows], 1)
+  grid = coloc_search.box_grid(list(s.scales), int(s.positions))
+  size_gib = len(images) * len(grid) * rand_desc.shape[-1] * 4 / 2**30
+  if size_gib > 8:
+    from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    raise ConfigError(f"The grid's descriptors would take {size_gib:.1f} GiB: use "
+                      "search.layers='late', or fewer search.scales or search.positions.")
+  logging.info("Best response over %d boxes per image (%d rounds, then %d refining).",
+               len(grid), s.rounds, s.refine_rounds)
+  thetas, losses = coloc_search.search(describe, len(images), rand_desc, grid, int(s.rounds),
+                                       int(s.refine_rounds), float(config.margin))
+  rounds = []
+  for r, theta in enumerate(thetas):
+    ious = box_iou(box_from_theta(theta, images.shape[1:3]), boxes)
+    rounds.append({"round": r, "refining": r > s.rounds,
+                   "localised": float(np.mean(ious > IOU_THRESHOLD)),
+                   "mean_iou": float(ious.mean()), "scale": float(np.abs(theta[:, 0]).mean()),
+                   "loss": None if r == 0 else float(losses[r - 1])})
+    logging.info("round %d: %.0f%% localised (IoU > %.1f), mean IoU %.3f, mean scale %.3f", r,
+                 100 * rounds[-1]["localised"], IOU_THRESHOLD, rounds[-1]["mean_iou"],
+                 rounds[-1]["scale"])
+  pred = box_from_theta(thetas[-1], images.shape[1:3])
+  shown = slice(0, min(int(config.num_shown), len(images)))
+  d = config.data
+  results = ckpt.json_safe({
+      "config": config.to_dict(), "task": config.task, "optimizer": config.optimizer,
+      "digit_class": int(d.digit_class), "distortion": d.distortion,
+      "num_images": len(images), "steps": 0, "rounds": rounds,
+      "localised": rounds[-1]["localised"], "mean_iou": rounds[-1]["mean_iou"],
+      "scale": rounds[-1]["scale"], "iou_threshold": IOU_THRESHOLD,
+      "ious": [float(x) for x in ious], "theta": thetas[-1].tolist(), **encoder_info,
+      "platform": jax.devices()[0].platform,
+      "wall_seconds_this_session": time.time() - t_start})
+  if jax.process_index() == 0:
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    loop.write_config(config, workdir)
+    Image.fromarray(draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown])).save(
+        os.path.join(workdir, "colocalisation.png"))
+    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2, sort_keys=True)
+  return results
 
 
 def _train(config, workdir, images, boxes, localizer, encoder, enc_params, encoder_info,
