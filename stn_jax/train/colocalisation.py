@@ -36,6 +36,11 @@ The choices the paper leaves open (docs/paper_notes.md, "Co-localisation trainin
 - **Batches:** each SGD step draws ``batch_size`` pairs: ``n`` uniform, ``m`` uniform over
   the other ``N - 1`` images; the loss is the mean over the pairs (eq. (1) sums over all
   pairs; the mean is the same direction, scaled).
+- **Optimiser:** SGD on the localiser (the paper's), or, with ``optimizer='best_response'``
+  (ours, the ``search`` variant), rounds of best response over a grid of boxes
+  (:mod:`stn_jax.train.coloc_search`): no localiser is trained, and the run writes
+  ``results.json`` (with each round's share localised) and ``colocalisation.png`` only.
+  ``learn_scale=False`` holds the localiser's ``s`` at its start.
 - **Predicted box:** theta ``(s, tx, ty)`` reads the input window ``[tx - |s|, tx + |s|] x
   [ty - |s|, ty + |s|]`` in normalised coordinates, which with ``align_corners=False`` (the
   model's) are pixel edges: ``x = (u + 1) W / 2``. The box is not clipped to the image.
@@ -76,9 +81,8 @@ from stn_jax.train.coloc_loss import random_crops, same_scale_crops, sample_pair
 from stn_jax.train.loop import TrainState
 
 __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "descriptor_part", "draw_boxes",
-           "encoder_from_run",
-           "random_crops", "same_scale_crops", "sample_pairs", "theta_from_box",
-           "train_colocalisation", "triplet_hinge"]
+           "encoder_from_run", "random_crops", "same_scale_crops", "sample_pairs",
+           "theta_from_box", "train_colocalisation", "triplet_hinge"]
 
 DISTORTIONS = ("T", "TC")
 RANDOM_CROPS = ("digit", "same_scale")
