@@ -115,6 +115,7 @@ def test_a_resumed_run_continues_exactly(straight, coloc_mnist, tmp_path):
   assert resumed[4]["mean_iou"] == pytest.approx(straight[1]["mean_iou"], rel=1e-6)
 
 
+@pytest.mark.slow  # a co-localisation run (about 10 s); the default suite is near its time limit
 def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, coloc_mnist,
                                                                    tmp_path):
   encoder = os.path.join(straight[0], "encoder")
@@ -127,6 +128,7 @@ def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, col
   assert np.any(np.asarray(out["kernel"])[:, 1:] != 0)  # tx and ty learnt
 
 
+@pytest.mark.slow  # a search over a small grid (about 15 s); the default suite is near its time limit
 def test_the_search_variant_chooses_boxes_by_best_response(straight, coloc_mnist, tmp_path):
   encoder = os.path.join(straight[0], "encoder")
   small = {"encoder_from": encoder, "search.scales": (0.333, 1.0), "search.positions": 3,
