@@ -132,13 +132,16 @@ def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, col
 def test_the_search_variant_chooses_boxes_by_best_response(straight, coloc_mnist, tmp_path):
   encoder = os.path.join(straight[0], "encoder")
   small = {"encoder_from": encoder, "search.scales": (0.333, 1.0), "search.positions": 3,
-           "search.random_crops": 2, "search.refine_rounds": 1}
+           "search.random_crops": 2, "search.rounds": 2, "search.refine_rounds": 1}
   config = smoke_config(coloc_mnist, "t,8,search,smoke", **small)
   assert (config.optimizer, config.normalize_features) == ("best_response", True)
   results = coloc.train_colocalisation(config, str(tmp_path))
-  assert [(r["round"], r["refining"]) for r in results["rounds"]] == [
-      (0, False), (1, False), (2, False), (3, True)]
-  first = results["rounds"][0]  # the identity: the whole image
+  rounds = results["rounds"]  # rounds that moved no box are not kept
+  assert [r["round"] for r in rounds] == list(range(len(rounds))) and 1 <= len(rounds) <= 4
+  flags = [r["refining"] for r in rounds]
+  assert flags == sorted(flags) and not flags[0]  # the grid's rounds, then refining ones
+  assert [r["loss"] is None for r in rounds] == [True] + [False] * (len(rounds) - 1)
+  first = rounds[0]  # the identity: the whole image
   assert first["scale"] == 1.0 and first["mean_iou"] == pytest.approx(1 / 9)
   assert results["localised"] == results["rounds"][-1]["localised"]
   assert len(results["ious"]) == len(results["theta"]) == 16 and results["steps"] == 0

@@ -96,19 +96,20 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
   In each round every image ``n`` takes the box ``g`` minimising
   ``grid_losses(grid_desc[n], crops of the others, rand_desc[n])``, where the others'
   crops are those they chose in the round before; all images move together. An image
-  keeps its box unless another costs strictly less.
+  keeps its box unless another costs strictly less, and the rounds stop early once a round
+  would move no box (a fixed point of best response).
 
   Args:
     grid_desc: ``(N, G, D)`` descriptors of every image's crop at every grid box.
     rand_desc: ``(N, R, D)`` descriptors of random crops of every image.
     start: ``(N,)`` grid indices of the boxes before round 1 (e.g. the identity's).
-    rounds: the number of rounds.
+    rounds: the most rounds.
     margin: alpha.
 
   Returns:
-    ``(choices, losses)``: ``choices`` is ``(rounds + 1, N)`` grid indices (row 0 is
-    ``start``); ``losses`` is ``(rounds,)``, each round's mean loss at its choices
-    against the round before's.
+    ``(choices, losses)``: ``choices`` is ``(k + 1, N)`` grid indices for the ``k <=
+    rounds`` rounds that moved a box (row 0 is ``start``); ``losses`` is ``(k,)``, each
+    round's mean loss at its choices against the round before's.
   """
   grid_desc, rand_desc = np.asarray(grid_desc), np.asarray(rand_desc)
   n_images = grid_desc.shape[0]
@@ -129,6 +130,8 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
       best = int(np.argmin(loss))
       new[n] = choice[n] if loss[choice[n]] <= loss[best] else best
       total += loss[new[n]]
+    if np.array_equal(new, choice):
+      break  # a fixed point: further rounds would repeat this one
     choice = new
     choices.append(choice)
     losses.append(total / n_images)
@@ -137,8 +140,9 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
 
 def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_rounds: int = 0,
            margin: float = 1.0):
-  """Eq. (1) minimised by best response: ``rounds`` on ``grid`` from the identity, then
-  ``refine_rounds`` on :func:`local_offsets` around each image's box.
+  """Eq. (1) minimised by best response: at most ``rounds`` on ``grid`` from the identity,
+  then at most ``refine_rounds`` on :func:`local_offsets` around each image's box; each
+  stage stops at a fixed point (:func:`best_response`).
 
   Args:
     describe: ``describe(n, theta (G, 3)) -> (G, D)`` the (unit-length) descriptors of
@@ -146,12 +150,13 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
     num_images: N.
     rand_desc: ``(N, R, D)`` descriptors of random crops of each image.
     grid: ``(G, 3)`` boxes, the identity ``(1, 0, 0)`` among them.
-    rounds, refine_rounds: rounds on the grid, then on the finer one.
+    rounds, refine_rounds: the most rounds on the grid, then on the finer one.
     margin: alpha.
 
   Returns:
-    ``(thetas, losses)``: ``(rounds + refine_rounds + 1, N, 3)`` every image's box before
-    the first round and after each, and ``(rounds + refine_rounds,)`` each round's loss.
+    ``(thetas, losses, refining)``: ``(k + 1, N, 3)`` every image's box before the first
+    round and after each of the ``k`` rounds that moved a box, ``(k,)`` each round's loss,
+    and ``(k + 1,)`` whether each row came from a refining round.
   """
   grid = np.asarray(grid, np.float32)
   identity = np.flatnonzero(np.all(grid == np.array([1.0, 0.0, 0.0], np.float32), -1))
@@ -162,6 +167,7 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
   choices, losses = best_response(grid_desc, rand_desc, np.full(num_images, identity[0]),
                                   rounds, margin)
   thetas = [grid[c] for c in choices]
+  coarse = len(thetas)
   if refine_rounds:
     offsets = local_offsets()
     fine = refined_grids(thetas[-1], offsets)
@@ -172,4 +178,4 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
                                               margin)
     thetas += [fine[np.arange(num_images), c] for c in fine_choices[1:]]
     losses = np.concatenate([losses, fine_losses])
-  return np.stack(thetas), np.asarray(losses)
+  return np.stack(thetas), np.asarray(losses), np.arange(len(thetas)) >= coarse

@@ -369,14 +369,14 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
     from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
     raise ConfigError(f"The grid's descriptors would take {size_gib:.1f} GiB: use "
                       "search.layers='late', or fewer search.scales or search.positions.")
-  logging.info("Best response over %d boxes per image (%d rounds, then %d refining).",
-               len(grid), s.rounds, s.refine_rounds)
-  thetas, losses = coloc_search.search(describe, len(images), rand_desc, grid, int(s.rounds),
+  logging.info("Best response over %d boxes per image (at most %d rounds, then at most %d "
+               "refining).", len(grid), s.rounds, s.refine_rounds)
+  thetas, losses, refining = coloc_search.search(describe, len(images), rand_desc, grid, int(s.rounds),
                                        int(s.refine_rounds), float(config.margin))
   rounds = []
   for r, theta in enumerate(thetas):
     ious = box_iou(box_from_theta(theta, images.shape[1:3]), boxes)
-    rounds.append({"round": r, "refining": r > s.rounds,
+    rounds.append({"round": r, "refining": bool(refining[r]),
                    "localised": float(np.mean(ious > IOU_THRESHOLD)),
                    "mean_iou": float(ious.mean()), "scale": float(np.abs(theta[:, 0]).mean()),
                    "loss": None if r == 0 else float(losses[r - 1])})
