@@ -68,6 +68,20 @@ def _result(error, validation=None):
           "wall_seconds_total": 60.0}
 
 
+def test_the_page_states_each_tables_budget_and_says_when_its_runs_differ(make_results):
+  runs = make_results.TABLES["Supplementary Table 1: MNIST addition"]
+  line = make_results._budget_line(runs, {})  # no result yet: the config's
+  assert line == ("**Budget (ours), the same for every run of this table:** 15000 steps of "
+                  "batch 64 (0.96M images), learning rate 0.01 divided by ten at step 12000.")
+  short = {"num_steps": 3000, "batch_size": 64, "decay_every": 1200, "learning_rate": 0.01}
+  found = {runs[0]: {0: {"config": short}},
+           runs[1]: {0: {"config": {**short, "num_steps": 6000}}}}
+  assert make_results._budget_line(runs, found) == (
+      "**The runs of this table do not share one budget:** 3000 steps of batch 64 (0.19M "
+      "images), learning rate 0.01 divided by ten at steps 1200 and 2400; 6000 steps of batch "
+      "64 (0.38M images), learning rate 0.01 divided by ten at steps 1200, 2400, 3600 and 4800.")
+
+
 def test_the_seed_plan_follows_the_measured_spread(make_results):
   fcn_family = {r for r in make_results.RUNS if r[1] in make_results.FCN_FAMILY}
   assert set(make_results.seed_plan({})) == fcn_family  # cheap: always three seeds
