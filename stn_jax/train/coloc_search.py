@@ -10,7 +10,8 @@ loss against the crops the other images chose in the round before (round 0: the 
 the whole image). Only the images and the encoder are used; no box or label.
 
 Descriptors are NumPy arrays; the functions here are pure and small enough to test with
-hand-made ones. ``docs/coloc_landscape.py`` computes them with an encoder.
+hand-made ones. The co-localisation loop (``optimizer='best_response'``) and
+``docs/coloc_landscape.py`` compute them with an encoder.
 """
 
 from __future__ import annotations
