@@ -28,7 +28,7 @@ def box_grid(scales, num_positions: int = 19, extent: float = 0.9) -> np.ndarray
   """Attention boxes ``(s, tx, ty)``: every scale in ``scales`` at every centre of a
   ``num_positions`` x ``num_positions`` grid over ``[-extent, extent]^2``.
 
-  >>> box_grid([0.5], 3)[:2].round(3).tolist()
+  >>> box_grid([0.5], 3)[:2].astype(float).round(3).tolist()
   [[0.5, -0.9, -0.9], [0.5, -0.9, 0.0]]
   """
   scales = np.asarray(scales, np.float32).reshape(-1)
