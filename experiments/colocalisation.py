@@ -66,8 +66,9 @@ def get_config(arg=None):
   c.search.scales = (0.3, 0.333, 0.36, 0.38, 0.4, 0.43, 0.46, 0.5, 0.6, 0.7, 1.0)
   c.search.positions = 19  # box centres per axis, over [-0.9, 0.9] (steps of 4.2 px)
   # Rounds run until no image changes its box (a fixed point of best response), at most
-  # these many; then as many on a grid of 1 px steps and +-10% scales around each box. The
-  # counts are caps, not chosen: eq. (1) decides when to stop, not the true boxes.
+  # `rounds`; then at most `refine_rounds` on a grid of 1 px steps and +-10% scales around
+  # each box. The counts are caps, not chosen: eq. (1) decides when to stop, not the true
+  # boxes.
   c.search.rounds = 10
   c.search.refine_rounds = 10
   c.search.layers = "late"  # the descriptor: conv block 2 and the logits
