@@ -60,7 +60,8 @@ def test_the_colocalisation_steps_get_the_trainers_options(monkeypatch):
                       lambda fn, **kwargs: seen.append(kwargs.get("compiler_options")) or fn)
   monkeypatch.setattr(compile_lib, "compiler_options", lambda platform=None: {"chosen": "here"})
   config = ml_collections.ConfigDict({"batch_size": 4, "margin": 1.0,
-                                      "random_crop": "same_scale", "normalize_features": True})
+                                      "random_crop": "same_scale", "normalize_features": True,
+                                      "learn_scale": True})
   colocalisation._make_steps(None, None, None, None, config)  # pylint: disable=protected-access
   assert seen == [{"chosen": "here"}] * 2
 
