@@ -22,8 +22,8 @@ steps on a few images (what the tests run), e.g. ``:t,8,smoke``. MNIST comes fro
 ``stn_jax.train.colocalisation.train_colocalisation``. docs/paper_notes.md ("Co-localisation
 training") lists the choices and the alternatives behind ``normalize_features``,
 ``random_crop``, ``init_scale``, ``learn_scale`` and the search. With the paper's SGD none of
-them has localised the digits in our runs; the search localises most digits of some
-classes (docs/lab_notes.md, "Co-localisation: the landscape of eq. (1)").
+them has localised the digits in our runs; the search reaches eq. (1)'s minimum, which
+localises few (docs/lab_notes.md, "Co-localisation: the landscape of eq. (1)").
 """
 
 import ml_collections
