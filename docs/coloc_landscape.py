@@ -97,8 +97,7 @@ def landscape(args) -> dict:
     at = {"true": describe(truth, images), "identity": describe(_identity_theta(len(images)),
                                                                 images)}
     per_image = {int(n): (describe(grid, np.repeat(images[n:n + 1], len(grid), 0)),
-                          describe(_identity_theta(args.random_crops), windows[n]),
-                          describe(truth[n:n + 1], images[n:n + 1]))
+                          describe(_identity_theta(args.random_crops), windows[n]))
                  for n in chosen}
     print(f"{view}: descriptors in {time.time() - start:.0f} s", flush=True)
     for layers, norm in itertools.product(DESCRIPTOR_LAYERS, ("raw", "unit")):
@@ -111,10 +110,10 @@ def landscape(args) -> dict:
       row = {}
       for others in ("true", "identity"):
         ious, beaten = [], []
-        for n, (cand, rand, true_desc) in per_image.items():
+        for n, (cand, rand) in per_image.items():
           partners = prep(np.delete(at[others], n, axis=0))
           losses = coloc_search.grid_losses(prep(cand), partners, prep(rand), args.margin)
-          true_loss = coloc_search.grid_losses(prep(true_desc), partners, prep(rand),
+          true_loss = coloc_search.grid_losses(prep(at["true"][n:n + 1]), partners, prep(rand),
                                                args.margin)[0]
           ious.append(float(box_iou(grid_boxes[np.argmin(losses)], boxes[n])))
           beaten.append(float(np.mean(losses < true_loss)))
