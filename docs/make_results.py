@@ -634,10 +634,19 @@ def write_docs(runs_dir: pathlib.Path, steps=None, batch=None, docs: pathlib.Pat
     if missing:
       lines += textwrap.wrap("Without a curve (committed before the curves were kept with "
                              "the results): " + ", ".join(missing) + ".", 95) + [""]
+  lines += _coloc_lines(docs)
   lines += _picture_lines(runs_dir, found, out)
   lines += _gap_lines(runs_dir, found, docs)
   (docs / "results.md").write_text("\n".join(lines).rstrip() + "\n")
   print(f"wrote {docs / 'results.md'} ({len(found)} of {len(RUNS)} cells, {n_runs} runs)")
+
+
+def _coloc_lines(docs) -> list:
+  """Supplementary Table 2 from the results docs/make_coloc.py committed, if any."""
+  spec = importlib.util.spec_from_file_location("make_coloc", DOCS / "make_coloc.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.section_lines(docs)
 
 
 def _variant_pattern(runs) -> str:

@@ -15,7 +15,7 @@ Defaults: t and 8 (the class of the paper's Fig. 1). The encoder e() is the ``cn
       --config.encoder_from=runs/coloc_t_8/encoder
 
 Add ``search`` for ours instead of the paper's SGD: eq. (1) minimised by rounds of best
-response over a grid of boxes, on unit-length descriptors (``optimizer='best_response'``;
+response over a grid of boxes, on unit-length descriptors (``optimizer='search'``;
 settings under ``search``), e.g. ``:t,8,search``. Add ``smoke`` for a tiny encoder and a few
 steps on a few images (what the tests run), e.g. ``:t,8,smoke``. MNIST comes from
 ``$STN_MNIST_DIR`` (IDX files), or ``--config.data.source=tfds`` downloads it. The loop is
@@ -58,8 +58,8 @@ def get_config(arg=None):
   c.random_crop = "digit"  # 'same_scale': windows of the transformer's own scale
   c.init_scale = config_dict.placeholder(float)  # None: the identity (s = 1)
   c.learn_scale = True  # False: s stays at its start; the localiser learns tx, ty only
-  # 'sgd': the paper's SGD on the localiser. 'best_response' (ours, the `search` variant):
-  # eq. (1) minimised over a grid of boxes by rounds of best response, on unit-length
+  # 'sgd': the paper's SGD on the localiser. 'search' (ours, the `search` variant):
+  # eq. (1) minimised over a grid of boxes (search.moves says how), on unit-length
   # descriptors (docs/lab_notes.md, "Co-localisation: the landscape of eq. (1)").
   c.optimizer = "sgd"
   c.search = ml_collections.ConfigDict()
@@ -72,10 +72,17 @@ def get_config(arg=None):
   c.search.rounds = 10
   c.search.refine_rounds = 10
   c.search.layers = "late"  # the descriptor: conv block 2 and the logits
-  c.search.random_crops = 16  # I_n^rand per image
+  c.search.random_crops = 16  # I_n^rand per image (and, with 'same_scale', per scale)
+  # 'sequential': one image at a time takes the box that lowers eq. (1) summed over all
+  # pairs (coordinate descent: the sum never rises, and a round that moves nothing ends
+  # it). 'simultaneous': every image takes its best box against the others' boxes of the
+  # round before (best response; the sum can rise).
+  c.search.moves = "sequential"
+  c.search.within = True  # only boxes inside the image, as the random crops are
   if v["search"]:
-    c.optimizer = "best_response"
+    c.optimizer = "search"
     c.normalize_features = True
+    c.random_crop = "same_scale"  # I_n^rand: windows of each candidate box's own scale
   # Not given by the paper: SGD with momentum 0.9 (the project's default) on batches of 32
   # random pairs at a fixed rate, for 1000 steps (its Fig. 1 localises by step ~180).
   c.batch_size = 32

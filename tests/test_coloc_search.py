@@ -90,6 +90,74 @@ def test_the_search_goes_from_the_identity_to_the_object_and_refines_around_it()
   assert fine[0, :, 1].min() == pytest.approx(0.025) and fine[0, :, 2].max() == pytest.approx(-0.125)
 
 
+def _objective(grid_desc, rand_desc, rand_index, choice, margin=1.0):
+  """Eq. (1)'s mean over every ordered pair and random crop, written out term by term."""
+  n_images = len(choice)
+  terms = []
+  for n in range(n_images):
+    c_n = grid_desc[n, choice[n]]
+    randoms = rand_desc[n, rand_index[choice[n]]]
+    terms.append(np.mean([max(0.0, np.sum((c_n - grid_desc[m, choice[m]])**2)
+                              - np.sum((c_n - r)**2) + margin)
+                          for m in range(n_images) if m != n for r in randoms]))
+  return float(np.mean(terms))
+
+
+def test_coordinate_descent_never_raises_eq_1_and_stops_where_no_image_can_lower_it():
+  rng = np.random.default_rng(1)
+  n_images, n_boxes, n_sets = 5, 6, 2
+  grid = coloc_search.unit_length(rng.normal(size=(n_images, n_boxes, 4)))
+  rand = coloc_search.unit_length(rng.normal(size=(n_images, n_sets, 3, 4)))
+  index = np.arange(n_boxes) % n_sets  # each box its own random crops, as for same_scale
+  choices, totals = coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 20,
+                                                    margin=1.0, rand_index=index)
+  assert len(choices) >= 2 and len(totals) == len(choices)
+  for choice, total in zip(choices, totals):
+    assert total == pytest.approx(_objective(grid, rand, index, choice), rel=1e-5)
+  assert np.all(np.diff(totals) < 0)  # each sweep that moved a box lowered it
+  final = choices[-1]
+  for n in range(n_images):  # no single image can lower it: a minimum one image at a time
+    for g in range(n_boxes):
+      moved = final.copy()
+      moved[n] = g
+      assert _objective(grid, rand, index, moved) >= totals[-1] - 1e-6
+  # Boxes an image may not take are never taken, even where they would cost least.
+  assert final.tolist() == [5, 2, 5, 0, 1]
+  allowed = np.ones((n_images, n_boxes), bool)
+  allowed[:, 5] = False
+  fenced, _ = coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 20,
+                                              rand_index=index, allowed=allowed)
+  assert 5 not in fenced
+  with pytest.raises(ValueError, match="rand_index"):
+    coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 1)
+
+
+def test_the_search_compares_each_box_with_random_crops_of_its_scale_and_stays_inside():
+  vectors, _ = _hand_made()
+  asked = []
+
+  def randoms(scales):  # (N, K) -> (N, K, R, D): background crops, whatever the scale
+    asked.append(np.array(scales))
+    return np.broadcast_to(vectors[:, 2][:, None, None], (*scales.shape, 3, vectors.shape[-1]))
+
+  def describe(n, theta):  # the object at s = 0.5, wherever; elsewhere the whole image
+    return np.stack([vectors[n, 1] if t[0] == 0.5 else vectors[n, 0] for t in theta])
+
+  grid = coloc_search.box_grid([0.5, 1.0], 3)  # centres -0.9, 0, 0.9
+  thetas, losses, refining = coloc_search.search(describe, 4, randoms, grid, rounds=3,
+                                                 refine_rounds=1, within=True)
+  assert asked[0].tolist() == [[0.5, 1.0]] * 4  # the grid's scales, for every image
+  # Refining: each image's own scale times the offsets' factors.
+  assert asked[1] == pytest.approx(np.tile([0.45, 0.475, 0.5, 0.525, 0.55], (4, 1)))
+  # Only (0.5, 0, 0) of the s = 0.5 boxes is inside the image; the others reach over
+  # the edge (|t| + s = 1.4) and are not on the grid.
+  assert thetas[1].tolist() == [[0.5, 0.0, 0.0]] * 4 and losses.shape == (1,)
+  assert not refining.any()
+  assert np.all(coloc_search.inside(thetas))
+  with pytest.raises(ValueError, match="moves must be one of"):
+    coloc_search.search(describe, 4, randoms, grid, rounds=1, moves="jacobi")
+
+
 def test_best_response_refuses_what_it_cannot_compare():
   grid, rand = _hand_made()
   with pytest.raises(ValueError, match="at least 2 images"):

@@ -129,12 +129,12 @@ def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, col
 
 
 @pytest.mark.slow  # a search over a small grid (about 15 s); the default suite is near its time limit
-def test_the_search_variant_chooses_boxes_by_best_response(straight, coloc_mnist, tmp_path):
+def test_the_search_variant_chooses_boxes_over_a_grid(straight, coloc_mnist, tmp_path):
   encoder = os.path.join(straight[0], "encoder")
   small = {"encoder_from": encoder, "search.scales": (0.333, 1.0), "search.positions": 3,
            "search.random_crops": 2, "search.rounds": 2, "search.refine_rounds": 1}
   config = smoke_config(coloc_mnist, "t,8,search,smoke", **small)
-  assert (config.optimizer, config.normalize_features) == ("best_response", True)
+  assert (config.optimizer, config.normalize_features) == ("search", True)
   results = coloc.train_colocalisation(config, str(tmp_path))
   rounds = results["rounds"]  # rounds that moved no box are not kept
   assert [r["round"] for r in rounds] == list(range(len(rounds))) and 1 <= len(rounds) <= 4
@@ -150,7 +150,7 @@ def test_the_search_variant_chooses_boxes_by_best_response(straight, coloc_mnist
   assert (tmp_path / "colocalisation.png").stat().st_size > 0
   assert not (tmp_path / "checkpoints").exists()  # no localiser is trained
   # The workdir of an SGD run is not overwritten.
-  with pytest.raises(ValueError, match="another run: .*optimizer: 'sgd' there, 'best_response'"):
+  with pytest.raises(ValueError, match="another run: .*optimizer: 'sgd' there, 'search'"):
     coloc.train_colocalisation(config, straight[0])
   with pytest.raises(ValueError, match="search.positions must be odd"):
     coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",

@@ -20,8 +20,8 @@ import itertools
 
 import numpy as np
 
-__all__ = ["best_response", "box_grid", "grid_losses", "local_offsets", "refined_grids",
-           "search", "unit_length"]
+__all__ = ["best_response", "box_grid", "coordinate_descent", "grid_losses", "image_losses",
+           "inside", "local_offsets", "refined_grids", "search", "unit_length"]
 
 
 def box_grid(scales, num_positions: int = 19, extent: float = 0.9) -> np.ndarray:
@@ -39,6 +39,17 @@ def box_grid(scales, num_positions: int = 19, extent: float = 0.9) -> np.ndarray
   centres = (np.linspace(-extent, extent, num_positions, dtype=np.float32)
              if num_positions > 1 else np.zeros(1, np.float32))  # one position: the centre
   return np.array(list(itertools.product(scales, centres, centres)), np.float32)
+
+
+def inside(theta) -> np.ndarray:
+  """Whether each box ``(s, tx, ty)`` of ``theta (..., 3)`` lies within the image:
+  ``|t| + |s| <= 1`` on both axes (the identity does; a box over the edge does not).
+
+  >>> inside([[1.0, 0.0, 0.0], [0.5, 0.6, 0.0], [0.5, 0.5, -0.5]]).tolist()
+  [True, False, True]
+  """
+  theta = np.asarray(theta, np.float64)
+  return np.abs(theta[..., 1:]).max(-1) + np.abs(theta[..., 0]) <= 1.0 + 1e-6
 
 
 def local_offsets() -> np.ndarray:
@@ -91,32 +102,67 @@ def grid_losses(candidates, partners, randoms, margin: float = 1.0) -> np.ndarra
   return np.maximum(0.0, d_pair[:, :, None] - d_rand[:, None, :] + margin).mean((1, 2))
 
 
-def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0):
+def _random_sets(rand_desc, num_candidates, rand_index):
+  """``rand_desc`` as ``(N, K, R, D)`` sets and each candidate's set ``(G,)``: one set for
+  every candidate when ``rand_desc`` is ``(N, R, D)``."""
+  rand_desc = np.asarray(rand_desc)
+  if rand_index is None:
+    if rand_desc.ndim != 3:
+      raise ValueError(f"Random-crop descriptors of shape {rand_desc.shape} need rand_index, "
+                       "each candidate's set; (N, R, D) descriptors serve every candidate.")
+    return rand_desc[:, None], np.zeros(num_candidates, np.int64)
+  rand_index = np.asarray(rand_index, np.int64)
+  if (rand_desc.ndim != 4 or rand_index.shape != (num_candidates,)
+      or np.any((rand_index < 0) | (rand_index >= rand_desc.shape[1]))):
+    raise ValueError(f"rand_index must give each of the {num_candidates} candidates a set of "
+                     f"rand_desc (N, K, R, D); got rand_index of shape {rand_index.shape} and "
+                     f"rand_desc of shape {rand_desc.shape}.")
+  return rand_desc, rand_index
+
+
+def image_losses(candidates, partners, rand_sets, rand_index, margin: float = 1.0):
+  """:func:`grid_losses` when candidates differ in their random crops: candidate ``g``
+  is compared with ``rand_sets[rand_index[g]]`` (e.g. windows of its own scale)."""
+  candidates = np.asarray(candidates)
+  out = np.empty(len(candidates))
+  for k in np.unique(rand_index):
+    rows = rand_index == k
+    out[rows] = grid_losses(candidates[rows], partners, rand_sets[k], margin)
+  return out
+
+
+def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0,
+                  rand_index=None, allowed=None):
   """Rounds of best response to eq. (1) over a grid of boxes.
 
   In each round every image ``n`` takes the box ``g`` minimising
-  ``grid_losses(grid_desc[n], crops of the others, rand_desc[n])``, where the others'
+  ``grid_losses(grid_desc[n], crops of the others, its random crops)``, where the others'
   crops are those they chose in the round before; all images move together. An image
   keeps its box unless another costs strictly less, and the rounds stop early once a round
   would move no box (a fixed point of best response).
 
   Args:
     grid_desc: ``(N, G, D)`` descriptors of every image's crop at every grid box.
-    rand_desc: ``(N, R, D)`` descriptors of random crops of every image.
+    rand_desc: ``(N, R, D)`` descriptors of random crops of every image, compared with
+      every box; or ``(N, K, R, D)``, ``K`` sets of them, box ``g`` compared with set
+      ``rand_index[g]`` (``random_crop='same_scale'``: windows of the box's scale).
     start: ``(N,)`` grid indices of the boxes before round 1 (e.g. the identity's).
     rounds: the most rounds.
     margin: alpha.
+    rand_index: ``(G,)`` each box's set of random crops, with ``(N, K, R, D)`` only.
+    allowed: ``(N, G)`` booleans, the boxes each image may take (default: all).
 
   Returns:
     ``(choices, losses)``: ``choices`` is ``(k + 1, N)`` grid indices for the ``k <=
     rounds`` rounds that moved a box (row 0 is ``start``); ``losses`` is ``(k,)``, each
     round's mean loss at its choices against the round before's.
   """
-  grid_desc, rand_desc = np.asarray(grid_desc), np.asarray(rand_desc)
+  grid_desc = np.asarray(grid_desc)
   n_images = grid_desc.shape[0]
   if n_images < 2:
     raise ValueError(f"Best response needs at least 2 images (eq. (1) compares pairs); got "
                      f"{n_images}.")
+  rand_desc, rand_index = _random_sets(rand_desc, grid_desc.shape[1], rand_index)
   choice = np.asarray(start, np.int64)
   if choice.shape != (n_images,) or np.any((choice < 0) | (choice >= grid_desc.shape[1])):
     raise ValueError(f"start must hold one grid index in [0, {grid_desc.shape[1]}) per image "
@@ -127,7 +173,9 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
     new, total = np.empty_like(choice), 0.0
     for n in range(n_images):
       others = np.delete(current, n, axis=0)
-      loss = grid_losses(grid_desc[n], others, rand_desc[n], margin)
+      loss = image_losses(grid_desc[n], others, rand_desc[n], rand_index, margin)
+      if allowed is not None:
+        loss[~np.asarray(allowed[n])] = np.inf
       best = int(np.argmin(loss))
       new[n] = choice[n] if loss[choice[n]] <= loss[best] else best
       total += loss[new[n]]
@@ -139,44 +187,156 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0)
   return np.stack(choices), np.asarray(losses)
 
 
+def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float = 1.0,
+                       rand_index=None, allowed=None):
+  """Eq. (1) summed over all pairs, minimised over a grid of boxes one image at a time.
+
+  The objective is ``J = mean_n mean_{m != n, r} max(0, |c_n - c_m|^2 - |c_n - r_n|^2 +
+  margin)``, ``c_n`` image ``n``'s crop at its box and ``r_n`` its random crops. In each
+  sweep every image in turn (0, 1, ...) takes the box that minimises ``J`` with the
+  others' boxes as they are now: its own terms (``n`` against each partner) and those in
+  which it is the partner (each ``m`` against ``n``). An image keeps its box unless
+  another lowers ``J``, so ``J`` never rises, and the sweeps stop at the first that moves
+  no box: there no single image can lower ``J`` (a minimum over the grid, one image at a
+  time), or after ``sweeps``.
+
+  Args:
+    grid_desc: ``(N, G, D)`` descriptors of every image's crop at every grid box.
+    rand_desc, rand_index: random crops' descriptors, as for :func:`best_response`.
+    start: ``(N,)`` grid indices of the boxes before the first sweep.
+    sweeps: the most sweeps.
+    margin: alpha.
+    allowed: ``(N, G)`` booleans, the boxes each image may take (default: all).
+
+  Returns:
+    ``(choices, objective)``: ``(k + 1, N)`` the boxes before the first sweep and after
+    each of the ``k <= sweeps`` sweeps that moved a box, and ``(k + 1,)`` ``J`` at each.
+  """
+  grid_desc = np.asarray(grid_desc, np.float32)
+  n_images, n_boxes = grid_desc.shape[:2]
+  if n_images < 2:
+    raise ValueError(f"Coordinate descent needs at least 2 images (eq. (1) compares pairs); "
+                     f"got {n_images}.")
+  rand_desc, rand_index = _random_sets(rand_desc, n_boxes, rand_index)
+  allowed = np.ones((n_images, n_boxes), bool) if allowed is None else np.asarray(allowed)
+  choice = np.array(start, np.int64)
+  if choice.shape != (n_images,) or np.any((choice < 0) | (choice >= n_boxes)):
+    raise ValueError(f"start must hold one grid index in [0, {n_boxes}) per image "
+                     f"({n_images}); got shape {choice.shape}.")
+  # What does not change while boxes move, computed once: each box's distance to its own
+  # random crops (N, G, R), and each box's squared length.
+  d_rand = np.empty((n_images, n_boxes, rand_desc.shape[2]), np.float32)
+  for n in range(n_images):
+    for k in np.unique(rand_index):
+      rows = rand_index == k
+      d_rand[n, rows] = _sq_distances(grid_desc[n, rows], rand_desc[n, k])
+  norms = np.einsum("ngd,ngd->ng", grid_desc, grid_desc)
+
+  def pair_distances(n, boxes_of):  # (G, M) |grid box of n - the others' crops|^2
+    others = np.delete(np.arange(n_images), n)
+    cross = grid_desc[n] @ grid_desc[others, boxes_of[others]].T
+    return np.maximum(norms[n][:, None] + norms[others, boxes_of[others]][None] - 2 * cross,
+                      0.0), others
+
+  def objective(boxes_of):
+    own = d_rand[np.arange(n_images), boxes_of]  # (N, R)
+    total = 0.0
+    for n in range(n_images):
+      d_pair = pair_distances(n, boxes_of)[0][boxes_of[n]]  # (M,)
+      total += np.maximum(0.0, d_pair[:, None] - own[n][None] + margin).mean()
+    return total / n_images
+
+  choices, totals = [choice.copy()], [objective(choice)]
+  for _ in range(sweeps):
+    moved = False
+    for n in range(n_images):
+      d_pair, others = pair_distances(n, choice)
+      own = d_rand[others, choice[others]]  # (M, R): each partner's own random crops
+      cost = (np.maximum(0.0, d_pair[:, :, None] - d_rand[n][:, None, :] + margin).mean((1, 2))
+              + np.maximum(0.0, d_pair[:, :, None] - own[None] + margin).mean((1, 2)))
+      cost[~allowed[n]] = np.inf
+      best = int(np.argmin(cost))
+      if cost[best] < cost[choice[n]]:
+        choice[n], moved = best, True
+    if not moved:
+      break  # no image can lower J alone
+    choices.append(choice.copy())
+    totals.append(objective(choice))
+  return np.stack(choices), np.asarray(totals)
+
+
+MOVES = ("sequential", "simultaneous")
+
+
 def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_rounds: int = 0,
-           margin: float = 1.0):
-  """Eq. (1) minimised by best response: at most ``rounds`` on ``grid`` from the identity,
-  then at most ``refine_rounds`` on :func:`local_offsets` around each image's box; each
-  stage stops at a fixed point (:func:`best_response`).
+           margin: float = 1.0, moves: str = "sequential", within: bool = False):
+  """Eq. (1) minimised over boxes: at most ``rounds`` on ``grid`` from the identity, then at
+  most ``refine_rounds`` on :func:`local_offsets` around each image's box; each stage
+  stops at a fixed point.
 
   Args:
     describe: ``describe(n, theta (G, 3)) -> (G, D)`` the (unit-length) descriptors of
       image ``n``'s crops at the boxes ``theta``.
     num_images: N.
-    rand_desc: ``(N, R, D)`` descriptors of random crops of each image.
+    rand_desc: ``(N, R, D)`` descriptors of random crops of each image, compared with
+      every box; or a function ``rand_desc(scales (N, K)) -> (N, K, R, D)``, the
+      descriptors of random crops of each image at each of its ``K`` scales, so that each
+      box is compared with crops of its own scale (``random_crop='same_scale'``).
     grid: ``(G, 3)`` boxes, the identity ``(1, 0, 0)`` among them.
     rounds, refine_rounds: the most rounds on the grid, then on the finer one.
     margin: alpha.
+    moves: ``'sequential'``: :func:`coordinate_descent` (one image at a time, eq. (1)
+      summed over all pairs never rises); ``'simultaneous'``: :func:`best_response`
+      (every image against the others' boxes of the round before).
+    within: only boxes inside the image (:func:`inside`).
 
   Returns:
     ``(thetas, losses, refining)``: ``(k + 1, N, 3)`` every image's box before the first
-    round and after each of the ``k`` rounds that moved a box, ``(k,)`` each round's loss,
-    and ``(k + 1,)`` whether each row came from a refining round.
+    round and after each of the ``k`` rounds that moved a box, ``(k,)`` the loss after
+    each round (``'sequential'``: eq. (1)'s mean over all pairs; ``'simultaneous'``: each
+    image's loss against the round before's boxes, averaged), and ``(k + 1,)`` whether each
+    row came from a refining round.
   """
+  if moves not in MOVES:
+    raise ValueError(f"moves must be one of {', '.join(MOVES)}, got {moves!r}.")
   grid = np.asarray(grid, np.float32)
+  if within:
+    grid = grid[inside(grid)]
   identity = np.flatnonzero(np.all(grid == np.array([1.0, 0.0, 0.0], np.float32), -1))
   if identity.size == 0:
     raise ValueError("The search starts at the identity: the grid must hold the box "
                      "(1, 0, 0) (a scale of 1.0 and an odd number of positions).")
+
+  def randoms(scales, of_box):  # scales (N, K); of_box (G,) each box's column of scales
+    if not callable(rand_desc):
+      return np.asarray(rand_desc), None
+    return np.asarray(rand_desc(np.asarray(scales, np.float32))), of_box
+
+  def minimise(desc, rand, start, most, index, allowed):
+    if moves == "simultaneous":
+      return best_response(desc, rand, start, most, margin, index, allowed)
+    choices, totals = coordinate_descent(desc, rand, start, most, margin, index, allowed)
+    return choices, totals[1:]
+
   grid_desc = np.stack([describe(n, grid) for n in range(num_images)])
-  choices, losses = best_response(grid_desc, rand_desc, np.full(num_images, identity[0]),
-                                  rounds, margin)
+  scales, of_box = np.unique(grid[:, 0], return_inverse=True)
+  rand, index = randoms(np.broadcast_to(scales, (num_images, len(scales))), of_box)
+  choices, losses = minimise(grid_desc, rand, np.full(num_images, identity[0]), rounds, index,
+                             None)
   thetas = [grid[c] for c in choices]
   coarse = len(thetas)
   if refine_rounds:
     offsets = local_offsets()
     fine = refined_grids(thetas[-1], offsets)
     fine_desc = np.stack([describe(n, fine[n]) for n in range(num_images)])
+    factors, of_offset = np.unique(offsets[:, 0], return_inverse=True)
+    rand, index = randoms(np.abs(thetas[-1][:, :1]) * factors[None], of_offset)
     centre = int(np.flatnonzero(np.all(offsets == np.array([1.0, 0, 0], np.float32), -1))[0])
-    fine_choices, fine_losses = best_response(fine_desc, rand_desc,
-                                              np.full(num_images, centre), refine_rounds,
-                                              margin)
+    allowed = inside(fine) if within else None
+    if allowed is not None:
+      allowed[:, centre] = True  # where each image is: it may stay
+    fine_choices, fine_losses = minimise(fine_desc, rand, np.full(num_images, centre),
+                                         refine_rounds, index, allowed)
     thetas += [fine[np.arange(num_images), c] for c in fine_choices[1:]]
     losses = np.concatenate([losses, fine_losses])
   return np.stack(thetas), np.asarray(losses), np.arange(len(thetas)) >= coarse

@@ -36,8 +36,8 @@ The choices the paper leaves open (docs/paper_notes.md, "Co-localisation trainin
 - **Batches:** each SGD step draws ``batch_size`` pairs: ``n`` uniform, ``m`` uniform over
   the other ``N - 1`` images; the loss is the mean over the pairs (eq. (1) sums over all
   pairs; the mean is the same direction, scaled).
-- **Optimiser:** SGD on the localiser (the paper's), or, with ``optimizer='best_response'``
-  (ours, the ``search`` variant), rounds of best response over a grid of boxes
+- **Optimiser:** SGD on the localiser (the paper's), or, with ``optimizer='search'``
+  (ours, the ``search`` variant), eq. (1) minimised over a grid of boxes
   (:mod:`stn_jax.train.coloc_search`): no localiser is trained, and the run writes
   ``results.json`` (with each round's share localised) and ``colocalisation.png`` only.
   ``learn_scale=False`` holds the localiser's ``s`` at its start.
@@ -81,12 +81,12 @@ from stn_jax.train.coloc_loss import random_crops, same_scale_crops, sample_pair
 from stn_jax.train.loop import TrainState
 
 __all__ = ["IOU_THRESHOLD", "box_from_theta", "box_iou", "descriptor_part", "draw_boxes",
-           "encoder_from_run", "random_crops", "same_scale_crops", "sample_pairs",
-           "theta_from_box", "train_colocalisation", "triplet_hinge"]
+           "encoder_from_run", "random_crops", "rounds_picture", "same_scale_crops",
+           "sample_pairs", "theta_from_box", "train_colocalisation", "triplet_hinge"]
 
 DISTORTIONS = ("T", "TC")
 RANDOM_CROPS = ("digit", "same_scale")
-OPTIMIZERS = ("sgd", "best_response")
+OPTIMIZERS = ("sgd", "search")
 DESCRIPTOR_LAYERS = ("all", "late", "logits")
 _ENCODER_HW = (28, 28)  # the encoder's input: an MNIST digit
 
@@ -124,7 +124,7 @@ def _check_config(config):
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
                       f"{config.optimizer!r}.")
-  if config.optimizer == "best_response":
+  if config.optimizer == "search":
     _check_search(config.search)
   out_hw = tuple(config.model_kwargs.to_dict().get("out_hw", _ENCODER_HW))
   if out_hw != _ENCODER_HW:
@@ -146,6 +146,9 @@ def _check_search(s):
       raise ConfigError(f"search.{name} must be at least 1, got {s[name]}.")
   if s.refine_rounds < 0:
     raise ConfigError(f"search.refine_rounds must be 0 or more, got {s.refine_rounds}.")
+  if s.moves not in coloc_search.MOVES:
+    raise ConfigError(f"search.moves must be one of {', '.join(coloc_search.MOVES)}, got "
+                      f"{s.moves!r}.")
   if s.layers not in DESCRIPTOR_LAYERS:
     raise ConfigError(f"search.layers must be one of {', '.join(DESCRIPTOR_LAYERS)}, got "
                       f"{s.layers!r}.")
@@ -321,7 +324,7 @@ def train_colocalisation(config, workdir: str) -> dict:
   localizer = models.get_model(config.model, input_shape=images.shape[1:],
                                **config.model_kwargs.to_dict())
   encoder_info = _encoder_source(config, workdir)
-  if config.optimizer == "best_response":
+  if config.optimizer == "search":
     ckpt.check_workdir(config, workdir)  # a workdir of another run is not overwritten
     encoder, enc_params = _encoder(config, encoder_info)
     return _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t_start)
@@ -336,9 +339,32 @@ def train_colocalisation(config, workdir: str) -> dict:
     checkpoints.close()
 
 
+def rounds_picture(images, boxes, thetas, num_images: int = 3, most_columns: int = 6):
+  """The boxes of the first ``num_images`` images after several rounds, as the
+  supplement's Fig. 1 shows them after several SGD steps: one row per image, one column
+  per round (the first, the last, and up to ``most_columns - 2`` evenly between), the true
+  box in green, the searched one in red, its IoU under it.
+
+  Args:
+    images: ``(N, H, W, 1)``.
+    boxes: ``(N, 4)`` true pixel boxes.
+    thetas: ``(k + 1, N, 3)`` every image's box before the first round and after each.
+  """
+  k = len(thetas)
+  columns = np.unique(np.round(np.linspace(0, k - 1, min(k, most_columns))).astype(int))
+  rows = range(min(num_images, len(images)))
+  pred = [box_from_theta(thetas[c], images.shape[1:3]) for c in columns]
+  cells = [(i, j) for i in rows for j in range(len(columns))]
+  ious = [float(box_iou(pred[j][i:i + 1], boxes[i:i + 1])[0]) for i, j in cells]
+  return draw_boxes(np.stack([images[i] for i, _ in cells]),
+                    np.stack([boxes[i] for i, _ in cells]),
+                    np.stack([pred[j][i] for i, j in cells]), np.array(ious),
+                    cols=len(columns))
+
+
 def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t_start):
-  """``optimizer='best_response'`` (ours): eq. (1) minimised by rounds of best response over
-  a grid of boxes (:func:`stn_jax.train.coloc_search.search`); no localiser is trained.
+  """``optimizer='search'`` (ours): eq. (1) minimised over a grid of boxes
+  (:func:`stn_jax.train.coloc_search.search`); no localiser is trained.
   Only the images and the encoder choose the boxes; the true boxes score them."""
   s = config.search
   part = descriptor_part(enc_params, s.layers)
@@ -359,20 +385,41 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
     return prep(np.concatenate(out)).astype(np.float32)
 
   key = jax.random.PRNGKey(config.seed)
-  windows = [random_crops(jax.random.fold_in(key, r), data, _ENCODER_HW)[0]
-             for r in range(s.random_crops)]  # I_n^rand: R windows of every image
-  rand_desc = np.stack([prep(np.asarray(encoder.apply({"params": enc_params}, w))[:, part])
-                        for w in windows], 1)
+
+  def encode(crops):
+    return prep(np.asarray(encoder.apply({"params": enc_params}, crops))[:, part])
+
+  if config.random_crop == "same_scale":
+    calls = []
+
+    @jax.jit
+    def windows_at(k, scale):
+      return same_scale_crops(k, data, scale, _ENCODER_HW)
+
+    def rand_desc(scales):  # (N, K) -> (N, K, R, D): R windows of each image's each scale
+      stage = jax.random.fold_in(key, len(calls))
+      calls.append(None)
+      return np.stack([np.stack([
+          encode(windows_at(jax.random.fold_in(stage, k * s.random_crops + r),
+                            jnp.asarray(scales[:, k])))
+          for r in range(s.random_crops)], 1) for k in range(scales.shape[1])], 1)
+  else:  # I_n^rand: R 28x28 windows of every image, for every box
+    rand_desc = np.stack([encode(random_crops(jax.random.fold_in(key, r), data,
+                                              _ENCODER_HW)[0])
+                          for r in range(s.random_crops)], 1)
   grid = coloc_search.box_grid(list(s.scales), int(s.positions))
-  size_gib = len(images) * len(grid) * rand_desc.shape[-1] * 4 / 2**30
+  if s.within:
+    grid = grid[coloc_search.inside(grid)]
+  size_gib = len(images) * len(grid) * describe(0, grid[:1]).shape[-1] * 4 / 2**30
   if size_gib > 8:
     from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
     raise ConfigError(f"The grid's descriptors would take {size_gib:.1f} GiB: use "
                       "search.layers='late', or fewer search.scales or search.positions.")
   logging.info("Best response over %d boxes per image (at most %d rounds, then at most %d "
                "refining).", len(grid), s.rounds, s.refine_rounds)
-  thetas, losses, refining = coloc_search.search(describe, len(images), rand_desc, grid, int(s.rounds),
-                                       int(s.refine_rounds), float(config.margin))
+  thetas, losses, refining = coloc_search.search(
+      describe, len(images), rand_desc, grid, int(s.rounds), int(s.refine_rounds),
+      float(config.margin), moves=s.moves, within=bool(s.within))
   rounds = []
   for r, theta in enumerate(thetas):
     ious = box_iou(box_from_theta(theta, images.shape[1:3]), boxes)
@@ -392,7 +439,8 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
       "num_images": len(images), "steps": 0, "rounds": rounds,
       "localised": rounds[-1]["localised"], "mean_iou": rounds[-1]["mean_iou"],
       "scale": rounds[-1]["scale"], "iou_threshold": IOU_THRESHOLD,
-      "ious": [float(x) for x in ious], "theta": thetas[-1].tolist(), **encoder_info,
+      "ious": [float(x) for x in ious], "theta": thetas[-1].tolist(),
+      "theta_rounds": thetas.tolist(), **encoder_info,
       "platform": jax.devices()[0].platform,
       "wall_seconds_this_session": time.time() - t_start})
   if jax.process_index() == 0:
@@ -400,6 +448,8 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
     loop.write_config(config, workdir)
     Image.fromarray(draw_boxes(images[shown], boxes[shown], pred[shown], ious[shown])).save(
         os.path.join(workdir, "colocalisation.png"))
+    Image.fromarray(rounds_picture(images, boxes, thetas)).save(
+        os.path.join(workdir, "colocalisation_rounds.png"))
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2, sort_keys=True)
   return results
