@@ -166,10 +166,9 @@ def section_lines(docs: pathlib.Path) -> list:
               "round and after several (left to right; true box green, ours red, IoU below), "
               "as the supplement's Fig. 1 shows them after several SGD steps:", "",
               f"![co-localisation rounds](results/{picture.name})", ""]
-  lines += ["Each row: `" + command("<t|tc>", "<class>").replace("<t|tc>,<class>", "<t|tc>,"
-                                                               "<class>") + "`; the paper's",
+  lines += ["Each cell: `" + command("<t|tc>", "<class>") + "`; the paper's",
             f"method: the same without `,search` (`{command('t', 8, 'sgd')}`). The",
-            f"encoder is trained once by `python docs/make_coloc.py run` (or by a run without",
+            "encoder is trained once by `python docs/make_coloc.py run` (or by a run without",
             "`encoder_from`, in its `workdir/encoder`). Seconds: each run's wall time on the",
             "2-core machine, the encoder's training not counted.", ""]
   return lines

@@ -39,7 +39,8 @@ The choices the paper leaves open (docs/paper_notes.md, "Co-localisation trainin
 - **Optimiser:** SGD on the localiser (the paper's), or, with ``optimizer='search'``
   (ours, the ``search`` variant), eq. (1) minimised over a grid of boxes
   (:mod:`stn_jax.train.coloc_search`): no localiser is trained, and the run writes
-  ``results.json`` (with each round's share localised) and ``colocalisation.png`` only.
+  ``results.json`` (with each round's share localised and boxes), ``colocalisation.png`` and
+  ``colocalisation_rounds.png`` (:func:`rounds_picture`) only.
   ``learn_scale=False`` holds the localiser's ``s`` at its start.
 - **Predicted box:** theta ``(s, tx, ty)`` reads the input window ``[tx - |s|, tx + |s|] x
   [ty - |s|, ty + |s|]`` in normalised coordinates, which with ``align_corners=False`` (the
@@ -415,7 +416,7 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
     from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
     raise ConfigError(f"The grid's descriptors would take {size_gib:.1f} GiB: use "
                       "search.layers='late', or fewer search.scales or search.positions.")
-  logging.info("Best response over %d boxes per image (at most %d rounds, then at most %d "
+  logging.info("Search over %d boxes per image (at most %d rounds, then at most %d "
                "refining).", len(grid), s.rounds, s.refine_rounds)
   thetas, losses, refining = coloc_search.search(
       describe, len(images), rand_desc, grid, int(s.rounds), int(s.refine_rounds),
@@ -427,9 +428,10 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
                    "localised": float(np.mean(ious > IOU_THRESHOLD)),
                    "mean_iou": float(ious.mean()), "scale": float(np.abs(theta[:, 0]).mean()),
                    "loss": None if r == 0 else float(losses[r - 1])})
-    logging.info("round %d: %.0f%% localised (IoU > %.1f), mean IoU %.3f, mean scale %.3f", r,
-                 100 * rounds[-1]["localised"], IOU_THRESHOLD, rounds[-1]["mean_iou"],
-                 rounds[-1]["scale"])
+    logging.info("round %d: %.0f%% localised (IoU > %.1f), mean IoU %.3f, mean scale %.3f, "
+                 "loss %s", r, 100 * rounds[-1]["localised"], IOU_THRESHOLD,
+                 rounds[-1]["mean_iou"], rounds[-1]["scale"],
+                 "-" if r == 0 else f"{losses[r - 1]:.4f}")
   pred = box_from_theta(thetas[-1], images.shape[1:3])
   shown = slice(0, min(int(config.num_shown), len(images)))
   d = config.data
