@@ -17,6 +17,7 @@ from PIL import Image
 from stn_jax import models, ops
 from stn_jax.train import NonFiniteLossError
 from stn_jax.train import checkpoint as ckpt
+from stn_jax.train import coloc_search
 from stn_jax.train import colocalisation as coloc
 import experiment_configs
 from experiment_configs import configure
@@ -148,10 +149,17 @@ def test_the_search_variant_chooses_boxes_over_a_grid(straight, coloc_mnist, tmp
   with open(tmp_path / "results.json", encoding="utf-8") as f:
     assert json.load(f) == results
   assert (tmp_path / "colocalisation.png").stat().st_size > 0
+  assert np.asarray(results["theta_rounds"]).shape == (len(rounds), 16, 3)
+  assert np.all(coloc_search.inside(np.asarray(results["theta_rounds"])))  # search.within
+  with Image.open(tmp_path / "colocalisation_rounds.png") as im:  # 3 images x the rounds
+    assert im.height > 2 * im.width / len(rounds)
   assert not (tmp_path / "checkpoints").exists()  # no localiser is trained
   # The workdir of an SGD run is not overwritten.
   with pytest.raises(ValueError, match="another run: .*optimizer: 'sgd' there, 'search'"):
     coloc.train_colocalisation(config, straight[0])
+  with pytest.raises(ValueError, match="search.moves must be one of"):
+    coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
+                                            **{**small, "search.moves": "jacobi"}), str(tmp_path))
   with pytest.raises(ValueError, match="search.positions must be odd"):
     coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
                                             **{**small, "search.positions": 4}), str(tmp_path))

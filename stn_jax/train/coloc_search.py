@@ -1,16 +1,19 @@
 """Eq. (1) of co-localisation over a grid of boxes: its loss for each candidate box of an
-image, and rounds of best response (ours, issue 18; docs/lab_notes.md, "Co-localisation:
-the landscape of eq. (1)").
+image, and its minimisation by moving one image's box at a time (ours, issue 18;
+docs/lab_notes.md, "Co-localisation: the landscape of eq. (1)" and "the search that
+localises").
 
 Plain SGD on eq. (1) leaves the identity by zooming out, and a fixed-scale start drifts to
-windows of background, although the true boxes have a far lower loss. Measured over a
-grid, each image's best box against the others' current crops is near its digit, so the
-loss is minimised here by rounds of best response: every image takes the grid box of least
-loss against the crops the other images chose in the round before (round 0: the identity,
-the whole image). Only the images and the encoder are used; no box or label.
+windows of background, although the true boxes have a far lower loss. Here eq. (1) is
+minimised over a grid instead: :func:`coordinate_descent` lets each image in turn take the
+box that lowers eq. (1) summed over all pairs, given the others' boxes, so the sum never
+rises and the search stops where no single image can lower it; :func:`best_response`
+(every image at once, against the others' boxes of the round before) is the earlier
+alternative. Each box can be compared with random crops of its own scale. Only the images
+and the encoder are used; no box or label.
 
 Descriptors are NumPy arrays; the functions here are pure and small enough to test with
-hand-made ones. The co-localisation loop (``optimizer='best_response'``) and
+hand-made ones. The co-localisation loop (``optimizer='search'``) and
 ``docs/coloc_landscape.py`` compute them with an encoder.
 """
 
