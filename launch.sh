@@ -28,7 +28,9 @@ Runs `python -m stn_jax.main ARGS...` on several processes that train together.
                running it.
 
 Environment: PYTHON (default: python, else python3) runs stn_jax.main locally;
-REMOTE_PYTHON (default: python3) on the TPU workers.
+REMOTE_PYTHON (default: python3) on the TPU workers: shell text that the workers' shell reads
+as typed, e.g. ~/venv/bin/python or "env XLA_FLAGS=... python3"; the arguments after it are
+quoted.
 
 Examples:
   ./launch.sh --local 2 -- --config=experiments/distorted_mnist.py:rts,st_cnn,smoke \
@@ -103,8 +105,12 @@ if [[ $mode == tpu ]]; then
   else
     cd_dir=$(quote "$dir")
   fi
-  main=("${REMOTE_PYTHON:-python3}" -m stn_jax.main --distributed "${args[@]}")
-  remote="cd $cd_dir && $(quote_all "${main[@]}")"
+  # REMOTE_PYTHON is shell text for the workers' shell, as one would type it there (a ~ to
+  # expand, an `env X=1` prefix); only the arguments after it are quoted.
+  remote_python=${REMOTE_PYTHON:-python3}
+  [[ $remote_python =~ [^[:space:]] && $remote_python != *$'\n'* ]] ||
+    die "REMOTE_PYTHON must be a command on one line, got '$remote_python'."
+  remote="cd $cd_dir && $remote_python $(quote_all -m stn_jax.main --distributed "${args[@]}")"
   cmd=(gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone")
   [[ -z $project ]] || cmd+=(--project "$project")
   cmd+=(--worker=all --command "$remote")

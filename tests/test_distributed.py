@@ -162,3 +162,33 @@ def test_main_refuses_an_incomplete_or_inconsistent_process_setup(tmp_path):
   assert proc.returncode != 0
   assert "The process id must be in [0, 2), got 2." in proc.stderr
   assert not os.listdir(tmp_path)  # refused before anything ran
+
+
+def test_remote_python_is_read_by_the_workers_shell_as_typed(tmp_path):
+  # A python behind a ~ and an `env X=1` prefix: the worker's shell must expand the one
+  # and apply the other. The command gcloud would send is run here by bash, with HOME at a
+  # folder whose bin/fakepy prints what it got.
+  home = tmp_path / "home"
+  (home / "bin").mkdir(parents=True)
+  fake = home / "bin" / "fakepy"
+  fake.write_text("#!/bin/sh\necho \"probe=$STN_PROBE\"\nfor a in \"$@\"; do echo \"arg=$a\"; "
+                  "done\n")
+  fake.chmod(0o755)
+  args = ["--workdir=/tmp/run 1", "--config.note=it's $HOME"]
+  env = {**os.environ, "REMOTE_PYTHON": "env STN_PROBE=1 ~/bin/fakepy"}
+  proc = _run("--tpu", "p", "--zone", "z", "--remote-dir", str(tmp_path), "--dry-run", "--",
+              *args, env=env)
+  assert proc.returncode == 0, proc.stderr
+  remote = shlex.split(proc.stdout)[-1]
+  ran = subprocess.run(["bash", "-c", remote], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "HOME": str(home)})
+  assert ran.returncode == 0, ran.stderr
+  assert ran.stdout.splitlines() == ["probe=1", "arg=-m", "arg=stn_jax.main",
+                                     "arg=--distributed", *[f"arg={a}" for a in args]]
+  for bad in ("", "   ", "python3\nrm -rf /"):
+    proc = _run("--tpu", "p", "--zone", "z", "--dry-run", "--", "--workdir=w",
+                env={**os.environ, "REMOTE_PYTHON": bad})
+    if bad == "":  # empty is unset: the default python3
+      assert proc.returncode == 0 and " python3 -m stn_jax.main" in shlex.split(proc.stdout)[-1]
+    else:
+      assert proc.returncode == 2 and "REMOTE_PYTHON must be a command" in proc.stderr
