@@ -160,6 +160,8 @@ def split_parts(model, params, twin, images, labels, options):
   else:
     convs += _conv_shapes(model.classifier, images.shape[1:], "classifier", True)
 
+  to_nhwc = lambda a: a.permute(0, 2, 3, 1)
+  to_hwio = lambda a: a.permute(2, 3, 1, 0)
   for label, hwc, kshape, needed in convs:
     xs = rng.normal(size=(n, *hwc)).astype(np.float32)
     ws = (rng.normal(size=kshape) / math.sqrt(np.prod(kshape[:3]))).astype(np.float32)
@@ -177,8 +179,6 @@ def split_parts(model, params, twin, images, labels, options):
         return F.conv2d(tx, tw)
     t_wgrad = lambda tx=tx, tw=tw, tct=tct: torch.nn.grad.conv2d_weight(tx, tw.shape, tct)
     t_igrad = lambda tx=tx, tw=tw, tct=tct: torch.nn.grad.conv2d_input(tx.shape, tw, tct)
-    to_nhwc = lambda a: a.permute(0, 2, 3, 1)
-    to_hwio = lambda a: a.permute(2, 3, 1, 0)
     add(f"{label}: forward", fwd, (xs, ws), t_fwd,
         lambda f=fwd, a=(xs, ws), t=t_fwd: (f(*a), to_nhwc(t())))
     method = conv_lib.input_grad_method((n, *hwc), kshape, (1, 1), ((0, 0), (0, 0)))

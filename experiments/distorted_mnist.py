@@ -2,8 +2,10 @@
 
 The variant names the distortion, the model and optionally the transform:
 
-  python -m stn_jax.main --config=experiments/distorted_mnist.py:rts,st_cnn --workdir=runs/rts_st_cnn
-  python -m stn_jax.main --config=experiments/distorted_mnist.py:rts,st_cnn,tps --workdir=runs/rts_st_cnn_tps
+  python -m stn_jax.main --config=experiments/distorted_mnist.py:rts,st_cnn \\
+      --workdir=runs/rts_st_cnn
+  python -m stn_jax.main --config=experiments/distorted_mnist.py:rts,st_cnn,tps \\
+      --workdir=runs/rts_st_cnn_tps
   python -m stn_jax.main --config=experiments/distorted_mnist.py:tc,fcn --workdir=runs/tc_fcn
 
 Distortions: r, rts, p, e, tc, plain. Models: fcn, cnn, st_fcn, st_cnn.

@@ -4,7 +4,8 @@ Each digit sits in its own 42x42 channel under its own RTS; the network predicts
 their sum (19 classes). The variant names the model and optionally the transform:
 
   python -m stn_jax.main --config=experiments/mnist_addition.py:2xst_fcn --workdir=runs/add_2xst_fcn
-  python -m stn_jax.main --config=experiments/mnist_addition.py:st_fcn,affine --workdir=runs/add_st_fcn
+  python -m stn_jax.main --config=experiments/mnist_addition.py:st_fcn,affine \\
+      --workdir=runs/add_st_fcn
   python -m stn_jax.main --config=experiments/mnist_addition.py:cnn --workdir=runs/add_cnn
 
 Models: fcn, cnn, st_fcn, 2xst_fcn (default). Transforms (ST models): tps (the

@@ -1,7 +1,8 @@
 """SVHN multi-digit (paper section 4.2, supplementary 1.4): st_cnn_multi.
 
   python -m stn_jax.main --config=experiments/svhn_multi.py --workdir=runs/svhn_multi
-  python -m stn_jax.main --config=experiments/svhn_multi.py:offline --workdir=runs/svhn_multi_offline
+  python -m stn_jax.main --config=experiments/svhn_multi.py:offline \\
+      --workdir=runs/svhn_multi_offline
 
 The variants (64, 128, offline, smoke) and the data are as in svhn_cnn.py; the
 paper's settings are below, as there, with the localisation nets at a tenth of the rate.

@@ -1,7 +1,8 @@
 """SVHN multi-digit (paper section 4.2, supplementary 1.4): st_cnn_single.
 
   python -m stn_jax.main --config=experiments/svhn_single.py --workdir=runs/svhn_single
-  python -m stn_jax.main --config=experiments/svhn_single.py:offline --workdir=runs/svhn_single_offline
+  python -m stn_jax.main --config=experiments/svhn_single.py:offline \\
+      --workdir=runs/svhn_single_offline
 
 The variants (64, 128, offline, smoke) and the data are as in svhn_cnn.py; the
 paper's settings are below, as there, with the localisation nets at a tenth of the rate.

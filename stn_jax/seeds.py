@@ -1,6 +1,7 @@
 """Runs one config with several seeds and reports the mean and spread of its results.
 
-  python -m stn_jax.seeds --config=experiments/distorted_mnist.py:rts,st_cnn --workdir=runs/rts --seeds=0,1,2
+  python -m stn_jax.seeds --config=experiments/distorted_mnist.py:rts,st_cnn --workdir=runs/rts \\
+      --seeds=0,1,2
 
 Seed ``s`` trains in ``WORKDIR/seed_s`` (``config.seed = s``: initialisation,
 data order and training distortions; the evaluation sets stay fixed by their

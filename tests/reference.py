@@ -173,7 +173,8 @@ def _check(image, grid, mode, padding_mode):
     image = np.asarray(image, dtype=np.float64)
     grid = np.asarray(grid, dtype=np.float64)
     if image.ndim != 4 or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != image.shape[0]:
-        raise ValueError(f"expected image (N,H,W,C) and grid (N,Ho,Wo,2), got {image.shape} and {grid.shape}")
+        raise ValueError(f"expected image (N,H,W,C) and grid (N,Ho,Wo,2), got {image.shape} "
+                         f"and {grid.shape}")
     return image, grid
 
 
@@ -186,14 +187,17 @@ def grid_sample_ref(image, grid, *, mode="bilinear", padding_mode="zeros", align
     for n in range(N):
         for i in range(Ho):
             for j in range(Wo):
-                taps, _, _ = _taps(grid[n, i, j, 0], grid[n, i, j, 1], H, W, mode, padding_mode, align_corners)
+                taps, _, _ = _taps(grid[n, i, j, 0], grid[n, i, j, 1], H, W, mode, padding_mode,
+                                   align_corners)
                 for r, c, w, _, _ in taps:
                     out[n, i, j] += w * image[n, r, c]
     return out
 
 
-def grid_sample_ref_vjp(image, grid, cotangent, *, mode="bilinear", padding_mode="zeros", align_corners=False):
-    """Returns (d_image (N,H,W,C), d_grid (N,Ho,Wo,2)) = gradients of sum(out * cotangent), float64, with torch's conventions."""
+def grid_sample_ref_vjp(image, grid, cotangent, *, mode="bilinear", padding_mode="zeros",
+                        align_corners=False):
+    """Returns (d_image (N,H,W,C), d_grid (N,Ho,Wo,2)) = gradients of sum(out * cotangent),
+    float64, with torch's conventions."""
     image, grid = _check(image, grid, mode, padding_mode)
     cotangent = np.asarray(cotangent, dtype=np.float64)
     N, H, W, C = image.shape
@@ -206,7 +210,8 @@ def grid_sample_ref_vjp(image, grid, cotangent, *, mode="bilinear", padding_mode
         for i in range(Ho):
             for j in range(Wo):
                 g = cotangent[n, i, j]
-                taps, mx, my = _taps(grid[n, i, j, 0], grid[n, i, j, 1], H, W, mode, padding_mode, align_corners)
+                taps, mx, my = _taps(grid[n, i, j, 0], grid[n, i, j, 1], H, W, mode,
+                                     padding_mode, align_corners)
                 dx = dy = 0.0  # d(sum(out * cotangent)) / d(ix), d(iy)
                 for r, c, w, dwdx, dwdy in taps:
                     d_image[n, r, c] += w * g

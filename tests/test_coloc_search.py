@@ -87,7 +87,8 @@ def test_the_search_goes_from_the_identity_to_the_object_and_refines_around_it()
   fine = coloc_search.refined_grids([[0.5, 0.1, -0.2]], coloc_search.local_offsets())
   assert fine.shape == (1, 245, 3)
   assert fine[0, :, 0].min() == pytest.approx(0.45) and fine[0, :, 0].max() == pytest.approx(0.55)
-  assert fine[0, :, 1].min() == pytest.approx(0.025) and fine[0, :, 2].max() == pytest.approx(-0.125)
+  assert fine[0, :, 1].min() == pytest.approx(0.025)
+  assert fine[0, :, 2].max() == pytest.approx(-0.125)
 
 
 def _objective(grid_desc, rand_desc, rand_index, choice, margin=1.0):

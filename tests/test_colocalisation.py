@@ -129,7 +129,8 @@ def test_with_learn_scale_off_the_scale_stays_and_the_centre_moves(straight, col
   assert np.any(np.asarray(out["kernel"])[:, 1:] != 0)  # tx and ty learnt
 
 
-@pytest.mark.slow  # a search over a small grid (about 15 s); the default suite is near its time limit
+# A search over a small grid (about 15 s); the default suite is near its time limit.
+@pytest.mark.slow
 def test_the_search_variant_chooses_boxes_over_a_grid(straight, coloc_mnist, tmp_path):
   encoder = os.path.join(straight[0], "encoder")
   small = {"encoder_from": encoder, "search.scales": (0.333, 1.0), "search.positions": 3,

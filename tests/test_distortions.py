@@ -72,8 +72,8 @@ def test_projective_moves_the_corners_where_it_says():
   h = np.concatenate([np.asarray(p["h"]), np.ones((32, 1))], 1).reshape(32, 3, 3)
   corners = np.asarray(p["corners"])
   homog = np.einsum("bij,bkj->bki", h, np.concatenate([corners, np.ones((32, 4, 1))], -1))
-  np.testing.assert_allclose(homog[..., :2] / homog[..., 2:], np.broadcast_to(D.CORNERS, (32, 4, 2)),
-                             atol=1e-4)
+  np.testing.assert_allclose(homog[..., :2] / homog[..., 2:],
+                             np.broadcast_to(D.CORNERS, (32, 4, 2)), atol=1e-4)
   scale = np.asarray(p["scale"])
   assert scale.min() >= 0.75 and scale.max() <= 1.0
   noise_px = (corners - np.asarray(D.CORNERS) * scale[:, None, None]) * 14

@@ -40,7 +40,8 @@ def test_sample_separable_batch_errors(x, y):
 
 
 def test_unknown_mode_and_padding():
-  with pytest.raises(ValueError, match=r"Unknown `mode` 'linear'.*'bilinear', 'nearest', 'bicubic'"):
+  with pytest.raises(ValueError,
+                     match=r"Unknown `mode` 'linear'.*'bilinear', 'nearest', 'bicubic'"):
     ops.sample(IMG, GRID, mode="linear")
   with pytest.raises(ValueError, match=r"Unknown `padding_mode` 'wrap'.*'zeros'"):
     ops.sample(IMG, GRID, padding_mode="wrap")

@@ -51,8 +51,8 @@ def _homography_from_points(src, dst):
   """Direct linear transform: the H (h33 = 1) with H @ [src, 1] ~ [dst, 1]."""
   rows, rhs = [], []
   for (x, y), (u, v) in zip(src, dst):
-    rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y]); rhs.append(u)
-    rows.append([0, 0, 0, x, y, 1, -v * x, -v * y]); rhs.append(v)
+    rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+    rhs += [u, v]
   return np.linalg.solve(np.array(rows), np.array(rhs))
 
 

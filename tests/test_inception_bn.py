@@ -364,7 +364,8 @@ def _edit_checkpoint(src, dst, edit):
      r"1 shape mismatch\(es\): params/conv2/conv/kernel \(expected \(3, 3, 8, 24\), "
      r"got \(3, 3, 8, 25\)\)"),
     (lambda a: a.pop("batch_stats/inception_4c/3x3/bn/mean"),
-     r"expects 345 arrays, the file has 344.*1 missing key\(s\): batch_stats/inception_4c/3x3/bn/mean"),
+     r"expects 345 arrays, the file has 344.*1 missing key\(s\): "
+     r"batch_stats/inception_4c/3x3/bn/mean"),
     (lambda a: a.update({"params/inception_3c/1x1/conv/kernel": np.zeros((1, 1, 1, 1))}),
      r"1 unexpected key\(s\): params/inception_3c/1x1/conv/kernel"),
     # 5a and 5b: 7 conv+BN layers of 3 parameter arrays each.

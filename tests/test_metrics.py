@@ -57,7 +57,8 @@ def test_a_dead_tensorboard_thread_neither_hangs_nor_loses_records(tmp_path, mon
   assert steps == list(range(3000))
 
 
-def test_a_close_that_fails_is_one_warning_and_leaves_nothing_for_exit(tmp_path, monkeypatch, caplog):
+def test_a_close_that_fails_is_one_warning_and_leaves_nothing_for_exit(tmp_path, monkeypatch,
+                                                                       caplog):
   monkeypatch.setattr(threading, "excepthook", lambda args: None)
   caplog.set_level(logging.WARNING)
   writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=True)

@@ -200,7 +200,8 @@ def test_svhn_dropout_only_in_training():
 def test_too_small_inputs_name_the_layer_and_size():
   with pytest.raises(ValueError, match=r"layer 2 \(conv\[4,7,1,0\]\) gets a 4x4 .* 16x16 input"):
     models.get_model("cnn", input_shape=(16, 16, 1), filters=4)
-  with pytest.raises(ValueError, match=r"CNN classifier: layer 2 \(conv\[width,7,1,0\]\) gets a 3x3"):
+  with pytest.raises(ValueError,
+                     match=r"CNN classifier: layer 2 \(conv\[width,7,1,0\]\) gets a 3x3"):
     models.get_model("st_cnn", input_shape=(28, 28, 1), pool_after_st=True)
   # (The SVHN convolutions are padded and its pools keep partial windows, so no
   # input makes one of its layers empty.)

@@ -50,7 +50,8 @@ def test_layer_stack_relu_dropout_and_hidden():
 
 def test_layer_stack_empty_layer_names_layer_and_input_size():
   net = stnn.LayerStack((stnn.Conv(4, 9), stnn.MaxPool(2), stnn.Conv(4, 7)), name="cnn")
-  with pytest.raises(ValueError, match=r"cnn: layer 2 \(conv\[4,7,1,0\]\) gets a 4x4 .* 16x16 input"):
+  with pytest.raises(ValueError,
+                     match=r"cnn: layer 2 \(conv\[4,7,1,0\]\) gets a 4x4 .* 16x16 input"):
     net.init(KEY, jnp.zeros((1, 16, 16, 1)))
   with pytest.raises(ValueError, match=r"shape \(N, H, W, C\)"):
     net.init(KEY, jnp.zeros((16, 16, 1)))

@@ -18,9 +18,9 @@ Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("array_record")
 
-from stn_jax.datasets import prepare as prepare_cli  # pylint: disable=wrong-import-position
-from stn_jax.datasets import prepared  # pylint: disable=wrong-import-position
-from stn_jax.datasets import svhn  # pylint: disable=wrong-import-position
+from stn_jax.datasets import prepare as prepare_cli  # noqa: E402 (after the skips above)
+from stn_jax.datasets import prepared  # noqa: E402 (after the skips above)
+from stn_jax.datasets import svhn  # noqa: E402 (after the skips above)
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
 
@@ -191,7 +191,8 @@ def test_crop_geometry(prepared_64, name):
   inside = image[int(np.ceil(y0)) + 2:int(y1) - 2, int(np.ceil(x0)) + 2:int(x1) - 2]
   assert red_fraction(inside) == 1.0
   outside = np.ones((64, 64), bool)
-  outside[max(int(y0) - 2, 0):int(np.ceil(y1)) + 2, max(int(x0) - 2, 0):int(np.ceil(x1)) + 2] = False
+  rows = slice(max(int(y0) - 2, 0), int(np.ceil(y1)) + 2)
+  outside[rows, max(int(x0) - 2, 0):int(np.ceil(x1)) + 2] = False
   assert outside.any()
   assert red_fraction(image[outside]) == 0.0
   # Overall proportion of red, as predicted by the enlargement and the clipping.

@@ -302,7 +302,7 @@ def fixed_set(name: str, digits, seed: int, chunk: int = 1000):
     if name == "TC" and n <= _NUM_OTHERS:  # a short last chunk borrows clutter
       batch = jnp.concatenate([batch, digits[:_NUM_OTHERS + 1]], 0)
     images, params = distort_batch(name, jax.random.fold_in(key, j), batch)
-    parts.append((images[:n], jax.tree_util.tree_map(lambda p: p[:n], params)))
+    parts.append((images[:n], jax.tree_util.tree_map(lambda p, n=n: p[:n], params)))
   images = np.concatenate([np.asarray(p[0]) for p in parts])
   params = jax.tree_util.tree_map(lambda *ps: np.concatenate([np.asarray(p) for p in ps]),
                                   *[p[1] for p in parts])

@@ -51,7 +51,8 @@ def _number(key, pool, pool_labels, size):
   strip = jnp.max(jax.vmap(draw)(jnp.arange(MAX_DIGITS)), 0)
   # The union box of the digits, enlarged by 30% about its centre, to size x size.
   x0, x1 = 4.0, 4 + (length - 1) * step + _DIGIT
-  y0, y1 = 4 + jnp.min(jnp.where(present, dy, 99.0)), 4 + _DIGIT + jnp.max(jnp.where(present, dy, -99.0))
+  y0 = 4 + jnp.min(jnp.where(present, dy, 99.0))
+  y1 = 4 + _DIGIT + jnp.max(jnp.where(present, dy, -99.0))
   cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
   hw, hh = 1.3 * (x1 - x0) / 2, 1.3 * (y1 - y0) / 2
   # Output normalised (p, q) -> strip pixels (cx + p hw, cy + q hh) -> strip normalised.

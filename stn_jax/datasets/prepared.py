@@ -118,7 +118,8 @@ def prepare(name: str, *, config: str | None = None, data_dir=None,
     raise FileNotFoundError(
         f"The manual directory {os.path.abspath(manual_dir)!r} for {name!r} does not exist; "
         f"it should hold {BUILDERS[name][2]}. Then run:\n  "
-        f"{prepare_command(name, config, None if data_dir is None else resolve_data_dir(data_dir))}")
+        + prepare_command(name, config,
+                          None if data_dir is None else resolve_data_dir(data_dir)))
   download_config = tfds.download.DownloadConfig(
       manual_dir=None if manual_dir is None else os.fspath(manual_dir))
   builder.download_and_prepare(download_config=download_config,

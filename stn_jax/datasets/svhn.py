@@ -84,7 +84,8 @@ def _and(names) -> str:
 # ----------------------------------------------------------------- digitStruct.mat
 
 
-def read_digit_struct(data: bytes, where: str = _MAT_NAME) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def read_digit_struct(data: bytes,
+                      where: str = _MAT_NAME) -> list[tuple[str, np.ndarray, np.ndarray]]:
   """Parses the bytes of an SVHN ``digitStruct.mat`` (MATLAB v7.3, i.e. HDF5).
 
   The file holds ``/digitStruct/name`` and ``/digitStruct/bbox``, two ``(N, 1)``

@@ -6,7 +6,7 @@
 True
 """
 
-from stn_jax.models import cub, mnist, svhn  # registering their models
+from stn_jax.models import cub, mnist, svhn  # noqa: F401 (imported to register their models)
 from stn_jax.models.registry import MODELS, count_params, get_model, register, solve_width
 
 __all__ = ["MODELS", "count_params", "get_model", "register", "solve_width"]

@@ -176,7 +176,8 @@ def _min_input_size() -> int:
 def _check_input(shape: Sequence[int]) -> None:
   where = "InceptionBN"
   if len(shape) != 4:
-    raise ValueError(f"{where}: expected an input of shape (N, H, W, C), but got shape {tuple(shape)}.")
+    raise ValueError(f"{where}: expected an input of shape (N, H, W, C), but got shape "
+                     f"{tuple(shape)}.")
   _, h, w, c = shape
   if c < 1:
     raise ValueError(f"{where}: the input has no channels: shape {tuple(shape)}.")
@@ -433,7 +434,8 @@ def load_backbone(variables, path, *, prefix: Sequence[str] = ()) -> dict:
     with np.load(path, allow_pickle=False) as data:
       stored = {key: data[key] for key in data.files}
   except (OSError, ValueError) as error:
-    raise ValueError(f"InceptionBN checkpoint {path!r} is not a readable .npz file: {error}") from error
+    raise ValueError(f"InceptionBN checkpoint {path!r} is not a readable .npz file: "
+                     f"{error}") from error
 
   missing = sorted(set(expected) - set(stored))
   unexpected = sorted(set(stored) - set(expected))

@@ -67,7 +67,7 @@ class SVHNNet(nn.Module):
         specs.append(MaxPool(2))
 
     conv_index = 0
-    for i, spec in enumerate(specs):
+    for spec in specs:
       if isinstance(spec, Conv):
         if (self.transformers == 1 and conv_index == 0) or (
             self.transformers == 4 and conv_index < 4):

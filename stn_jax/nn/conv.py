@@ -118,8 +118,8 @@ def _by_rows(g, w, x_shape, strides, padding):
   ho = g.shape[1]
   sh, sw = strides
   total = None
+  row_pad = ((0, 0), (pl, pr))
   for i in range(kh):
-    row_pad = ((0, 0), (pl, pr))
     _, vjp = jax.vjp(lambda v, i=i: _plain(v, w[i:i + 1], (1, sw), row_pad),
                      jnp.zeros((n, ho, wd, cin), g.dtype))
     piece, = vjp(g)  # (N, Ho, W, Cin): row i of every window

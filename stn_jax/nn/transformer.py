@@ -159,8 +159,8 @@ class ParallelSpatialTransformers(nn.Module):
     for i, loc in enumerate(self.localizations):
       # An unbound copy, so that each net lives inside its own transformer
       # (st_<i>/localization) rather than beside them.
-      st = SpatialTransformer(loc.clone(parent=None), self.transform, self.out_hw, self.mode, self.padding_mode,
-                              self.align_corners, name=f"st_{i}")
+      st = SpatialTransformer(loc.clone(parent=None), self.transform, self.out_hw, self.mode,
+                              self.padding_mode, self.align_corners, name=f"st_{i}")
       y, aux = st(x, train=train)
       outs.append(y)
       auxs.append(aux)

@@ -232,7 +232,8 @@ def _check_tps_args(offsets, control_points, regularization):
     raise ValueError(
         f"`control_points` must have shape (K, 2) with K >= 3, but got shape {control.shape}.")
   k = control.shape[0]
-  _checks.check_trailing(offsets, "offsets", (k, 2), f"(..., {k}, 2) to match the {k} control points")
+  _checks.check_trailing(offsets, "offsets", (k, 2),
+                         f"(..., {k}, 2) to match the {k} control points")
   _checks.check_floating(offsets, "offsets")
   if not np.isfinite(regularization) or regularization < 0:
     raise ValueError(f"`regularization` must be a finite number >= 0, but got {regularization!r}.")

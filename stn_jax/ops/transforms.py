@@ -82,7 +82,8 @@ def _affine_from_rows(p, a, b, c, d, e, f):
 
 
 def _rst_to_affine(p):
-  """(angle in radians, scale, tx, ty): rotation by angle and scaling about the centre, then shift."""
+  """(angle in radians, scale, tx, ty): rotation by angle and scaling about the centre, then
+  shift."""
   angle, s, tx, ty = (p[..., i] for i in range(4))
   cos, sin = s * jnp.cos(angle), s * jnp.sin(angle)
   return _affine_from_rows(p, cos, -sin, tx, sin, cos, ty)
@@ -127,7 +128,8 @@ TRANSFORMS = {
     "attention": Transform(
         "attention", 3, (1.0, 0.0, 0.0),
         lambda p, hw, ac: grids.attention_grid(p, hw, align_corners=ac),
-        lambda p, hw, ac: _scale_translate_axes(p[..., 0], p[..., 0], p[..., 1], p[..., 2], hw, ac)),
+        lambda p, hw, ac: _scale_translate_axes(p[..., 0], p[..., 0], p[..., 1], p[..., 2], hw,
+                                                ac)),
     # (tx, ty)
     "translation": Transform(
         "translation", 2, (0.0, 0.0), _via_affine(_translation_to_affine),
@@ -136,7 +138,8 @@ TRANSFORMS = {
     # (sx, sy, tx, ty): any affine transform without rotation or shear.
     "scale_translation": Transform(
         "scale_translation", 4, (1.0, 1.0, 0.0, 0.0), _via_affine(_scale_translation_to_affine),
-        lambda p, hw, ac: _scale_translate_axes(p[..., 0], p[..., 1], p[..., 2], p[..., 3], hw, ac)),
+        lambda p, hw, ac: _scale_translate_axes(p[..., 0], p[..., 1], p[..., 2], p[..., 3], hw,
+                                                ac)),
     # (angle in radians, s, tx, ty)
     "rotation_scale_translation": Transform(
         "rotation_scale_translation", 4, (0.0, 1.0, 0.0, 0.0), _via_affine(_rst_to_affine)),

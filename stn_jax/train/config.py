@@ -158,7 +158,8 @@ def svhn_base(arg=None):
   mnist_data(c)  # MNIST-numbers, the offline stand-in, is made of MNIST digits
   c.data.dataset = "mnist_numbers" if v["offline"] else "svhn"
   c.data.size = int(v["size"])
-  c.data.data_dir = config_dict.placeholder(str)  # prepared datasets; None: $STN_TFDS_DIR, data/tfds
+  # Prepared datasets; None: $STN_TFDS_DIR, then data/tfds.
+  c.data.data_dir = config_dict.placeholder(str)
   c.data.use_extra = True  # train + extra, as the paper's references [1, 2]
   return c, v
 
