@@ -1,4 +1,5 @@
-"""The one entry point: ``python -m stn_jax.main --config=experiments/<file>.py[:variant] --workdir=DIR``.
+"""The one entry point:
+``python -m stn_jax.main --config=experiments/<file>.py[:variant] --workdir=DIR``.
 
 Flags only; the work is ``stn_jax.train.train_and_evaluate``. Override any
 config field with ``--config.<key>=<value>`` (e.g. ``--config.num_steps=1000``).
@@ -22,11 +23,19 @@ Anything else is a bug and keeps its traceback.
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+# The trainer's packages come with the `train` extra; the ops and models need none of them.
+_MISSING = [name for name in ("absl", "ml_collections", "optax", "orbax", "grain",
+                              "tensorboardX") if importlib.util.find_spec(name) is None]
+if _MISSING:
+  sys.exit(f"error: the trainer needs {', '.join(_MISSING)}, which come with the `train` extra: "
+           "pip install -e '.[train]' (from the repository) or pip install 'stn_jax[train]'.")
+
+from absl import app, flags, logging  # noqa: E402 (after the check above)
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, with an optional ':variant'.", lock_config=True)

@@ -304,12 +304,21 @@ def _train(config, workdir, task, model, data, state, resumed, tx, schedule, dev
   picture_every = config.picture_every or config.eval_every
   pending = []  # the device metrics since the last log, fetched together
   step = first
+  if first == 0 and config.num_steps > 0:
+    draw(0, state)  # what the transformers do before training: pictures from the start
   try:
     with stopping.Guard(config.checkpoint_minutes) as guard:
       save = Saver(checkpoints, writer, guard, data)
+      if step < config.num_steps:
+        logging.info("Compiling the training step (the first step waits for XLA; a minute or "
+                     "more on a CPU).")
+        compile_start = time.time()
       while step < config.num_steps:
         batch = next(data)
         state, m = train_step(state, _global(batch_sharding, batch))
+        if step == first:
+          jax.block_until_ready(m)
+          logging.info("Compiled and ran the first step in %.0f s.", time.time() - compile_start)
         pending.append(m)
         step += 1
         faults.point("step", step)
@@ -353,8 +362,89 @@ def _train(config, workdir, task, model, data, state, resumed, tx, schedule, dev
     results["wall_seconds_this_session"] = time.time() - t_start
     checkpoints.wait()
     if is_main:
-      with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+      path = os.path.join(workdir, "results.json")
+      with open(path, "w", encoding="utf-8") as f:
         json.dump(ckpt.json_safe(results), f, indent=2, sort_keys=True)
+      for name in task.eval_sets():
+        logging.info("Final %s error: %.2f%% (%d examples).", name,
+                     100 * results[f"{name}_error"], results[f"{name}_examples"])
+      logging.info("Results: %s", path)
     return ckpt.json_safe(results)
   finally:
     writer.close()
+
+
+CHECKPOINTS = ("latest", "best")
+
+
+def evaluate_checkpoint(config, workdir: str, *, which: str = "latest", sets=None,
+                        pictures_of: int = 0, devices=None) -> dict:
+  """Evaluates a trained run's checkpoint without training: ``python -m stn_jax.evaluate``.
+
+  Args:
+    config: the run's config (its ``config.json``, or the experiment file with overrides,
+      e.g. another distortion's test set of the same input size).
+    workdir: the run's directory.
+    which: ``'latest'`` (the newest checkpoint, the final state of a finished run) or
+      ``'best'`` (the one of least validation error).
+    sets: the held-out sets to evaluate (default: the task's, validation and test).
+    pictures_of: draw what the transformers do to the first this many images of the first
+      set (0: no picture).
+    devices: the devices to evaluate on (default: all).
+
+  Returns:
+    ``{"checkpoint": its folder, "step": its step, "sets": {name: {"error", "loss",
+    "examples"}}, "picture": the PNG's path or None}``.
+  """
+  if which not in CHECKPOINTS:
+    raise ConfigError(f"which must be one of {', '.join(CHECKPOINTS)}, got {which!r}.")
+  devices = list(devices or jax.devices())
+  _check_config(config, len(devices))
+  task = tasks.make_task(config)
+  known = task.eval_sets()
+  sets = tuple(sets or known)
+  unknown = [s for s in sets if s not in known]
+  if unknown:
+    raise ConfigError(f"This task's held-out sets are {', '.join(known)}; "
+                      f"{', '.join(unknown)} is not one of them.")
+  root = os.path.join(workdir, "best" if which == "best" else "checkpoints")
+  steps = (sorted(int(n) for n in os.listdir(root) if n.isdigit()) if os.path.isdir(root)
+           else [])
+  if not steps:
+    raise FileNotFoundError(f"{workdir!r} holds no {which} checkpoint (looked in {root}); give "
+                            "the workdir of a trained run.")
+  folder = os.path.join(root, str(steps[-1]))
+  model = task.model()
+  mesh = _mesh(devices)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  state, tx, schedule = _init_state(config, model, task, _tx_builder(config), replicated)
+  params, batch_stats = ckpt.params_from(folder)
+  shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
+  if shapes(params) != shapes(state.params):
+    raise ConfigError(f"The checkpoint {folder!r} does not fit the model this config builds "
+                      f"({config.model} on inputs of {tuple(task.input_shape)}); evaluate "
+                      "with the run's own config.")
+  state = state.replace(params=jax.device_put(params, replicated),
+                        batch_stats=jax.device_put(batch_stats, replicated))
+  state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
+  _, eval_step = _make_steps(model, task, tx, schedule, state_sharding, batch_sharding,
+                             replicated)
+  out = {"checkpoint": folder, "step": steps[-1], "sets": {}, "picture": None}
+  for name in sets:
+    out["sets"][name] = _evaluate(eval_step, state, task, name, config, batch_sharding)
+  if pictures_of > 0:
+    batch = next(iter(task.eval_batches(sets[0], pictures_of, 0, 1)))
+    images = np.asarray(batch["image"])[np.asarray(batch["mask"], bool)]
+    inputs = np.asarray(task.picture_inputs(images), np.float32)
+    variables = {"params": state.params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+    _, mutated = model.apply(variables, inputs, train=False, mutable=["intermediates"])
+    grids = pictures.find_grids(jax.device_get(mutated.get("intermediates", {})))
+    if grids and jax.process_index() == 0:
+      from PIL import Image  # pylint: disable=import-outside-toplevel
+      path = os.path.join(workdir, f"evaluate_{sets[0]}_step_{steps[-1]}.png")
+      Image.fromarray(pictures.st_picture(inputs, grids)).save(path)
+      out["picture"] = path
+  return out

@@ -1,0 +1,92 @@
+"""Evaluates a trained run without training it:
+``python -m stn_jax.evaluate --workdir=DIR [--config=experiments/<file>.py[:variant]]``.
+
+The run's own config (``DIR/config.json``) is used unless ``--config`` gives one; with
+``--config``, its ``--config.<field>=<value>`` overrides apply, e.g. another distortion's
+test set for a model of the same input size. Prints each set's error and writes them, with
+the checkpoint used, to ``DIR/evaluation.json`` (``--out`` elsewhere); ``--pictures=N``
+draws what the transformers do to the first N images of the first set
+(``DIR/evaluate_<set>_step_<step>.png``).
+
+  python -m stn_jax.evaluate --workdir=runs/rts_st_cnn
+  python -m stn_jax.evaluate --workdir=runs/rts_st_cnn --checkpoint=best --sets=test
+"""
+
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+
+_MISSING = [name for name in ("absl", "ml_collections", "optax", "grain")
+            if importlib.util.find_spec(name) is None]
+if _MISSING:
+  sys.exit(f"error: evaluation needs {', '.join(_MISSING)}, which come with the `train` extra: "
+           "pip install -e '.[train]' (from the repository) or pip install 'stn_jax[train]'.")
+
+from absl import app, flags, logging  # noqa: E402 (after the check above)
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (default: the run's config.json).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
+                                "The newest checkpoint or the one of least validation error.")
+_SETS = flags.DEFINE_list("sets", None, "Held-out sets to evaluate (default: all the task's).")
+_PICTURES = flags.DEFINE_integer("pictures", 16, "Images drawn with the transformers' regions "
+                                 "(0: no picture).")
+_OUT = flags.DEFINE_string("out", None, "Where the JSON goes (default: DIR/evaluation.json).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def _fail(message, code=1):
+  line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+  sys.stdout.flush()
+  sys.stderr.write(f"error: {line}\n")
+  raise SystemExit(code)
+
+
+def run_config(workdir: str):
+  """The config a run was trained with, read from its ``config.json``."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{workdir!r} has no config.json: give the workdir of a trained "
+                            "run, or --config=experiments/<file>.py[:variant].")
+  with open(path, encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
+  from stn_jax.errors import StnError  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  workdir = _WORKDIR.value
+  try:
+    config = _CONFIG.value if _CONFIG.value is not None else run_config(workdir)
+    if config.get("task") == "colocalisation":
+      raise FileNotFoundError("A co-localisation run has no held-out sets: its results.json "
+                              "and colocalisation.png are its evaluation.")
+    out = trainer.evaluate_checkpoint(config, workdir, which=_CHECKPOINT.value,
+                                      sets=_SETS.value, pictures_of=_PICTURES.value)
+  except (StnError, FileNotFoundError) as e:
+    _fail(e, getattr(e, "exit_code", 1))
+  for name, r in out["sets"].items():
+    print(f"{name} error: {100 * r['error']:.2f}% ({int(r['examples'])} examples), "
+          f"loss {r['loss']:.4f}")
+  path = _OUT.value or os.path.join(workdir, "evaluation.json")
+  with contextlib.suppress(FileNotFoundError):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({**out, "config": config.to_dict()}, f, indent=2, sort_keys=True, default=str)
+  print(f"checkpoint: {out['checkpoint']} (step {out['step']})")
+  if out["picture"]:
+    print(f"picture: {out['picture']}")
+  print(f"written: {path}")
+  logging.flush()
+
+
+if __name__ == "__main__":
+  app.run(main)
