@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from test_cli_errors import SMOKE, error_line, run
+from test_cli_errors import REPO, SMOKE, error_line, run
 
 
 def test_evaluate_refuses_what_is_not_a_trained_run(tmp_path):
@@ -44,6 +44,20 @@ def test_a_trained_run_is_evaluated_to_the_figures_of_its_results(mnist_dir, tmp
   assert best["step"] == results["best_step"] and list(best["sets"]) == ["validation"]
   assert best["sets"]["validation"]["error"] == pytest.approx(results["best_validation_error"],
                                                               abs=1e-9)
+  # The notebook's last cell shows this run (notebooks/tour.ipynb; tests/test_notebook.py
+  # runs it without one).
+  nbformat = pytest.importorskip("nbformat")
+  nbclient = pytest.importorskip("nbclient")
+  nb = nbformat.read(REPO / "notebooks" / "tour.ipynb", as_version=4)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("STN_RUN", str(workdir))
+    mp.setenv("PYTHONPATH", str(REPO))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+  shown = "".join(out.get("text", "") for out in nb.cells[-1].get("outputs", []))
+  assert (f"step {results['steps']}: validation error "
+          f"{100 * results['validation_error']:.2f}%") in shown
+  assert any("image/png" in out.get("data", {}) for out in nb.cells[-1]["outputs"])
   error_line(run(f"--workdir={workdir}", "--sets=train", module="stn_jax.evaluate"),
              "train is not one of them")
   # Another config whose model does not fit the checkpoint: said, not a shape error.
