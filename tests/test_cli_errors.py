@@ -160,7 +160,7 @@ def smoke(mnist_dir):
     ("decay_every", 0, ["decay_every must be at least 1"]),
     ("data.num_validation", 0, ["data.num_validation must be at least 1"]),
     ("data.num_train", 8, ["data.num_train (8) holds fewer training examples than one batch"]),
-    ("data.source", "hub", ["data.source must be one of idx, tfds"]),
+    ("data.source", "hub", ["data.source must be one of auto, idx, tfds"]),
     ("learning_rate", float("nan"), ["learning_rate must be a positive finite number"]),
     ("momentum", 1.0, ["momentum must be in [0, 1)"]),
     ("weight_decay", -0.1, ["weight_decay must be a finite number >= 0"]),
@@ -289,6 +289,20 @@ def test_tfds_without_network_fails_in_seconds_and_writes_nothing(tmp_path):
             f"--workdir={tmp_path / 'w'}", env=env)
   error_line(out, "not prepared under", "TFDS could not download MNIST", "STN_MNIST_DIR")
   assert snapshot(tmp_path) == []  # neither the workdir nor TFDS's .tmp folders
+
+
+def test_the_default_source_without_mnist_or_network_fails_in_seconds(tmp_path):
+  # No MNIST named and none in data/mnist: the default source ('auto') downloads through
+  # TFDS, and without a network that ends in one sentence that says what to do.
+  assert not (REPO / "data" / "mnist").exists()
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = {"HTTPS_PROXY": f"http://127.0.0.1:{port}", "https_proxy": "", "NO_PROXY": "",
+         "no_proxy": "", "STN_MNIST_DIR": "", "STN_TFDS_DIR": str(tmp_path / "tfds")}
+  out = run(SMOKE, f"--workdir={tmp_path / 'w'}", env=env)
+  error_line(out, "TFDS could not download MNIST", "STN_MNIST_DIR", "--config.data.mnist_dir")
+  assert snapshot(tmp_path) == []
 
 
 # ------------------------------------------------------------------------ seeds

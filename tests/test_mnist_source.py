@@ -164,6 +164,36 @@ def _assert_helpful(message, directory):
   assert "t10k-images-idx3-ubyte" in message
   assert f"{ENV}=" in message
   assert "data_dir" in message and "data/mnist/" in message
+  # The command line's own fields, not only the Python argument.
+  assert "--config.data.mnist_dir=" in message and "--config.data.source=tfds" in message
+
+
+def test_auto_reads_idx_files_when_named_or_found_and_else_downloads(tmp_path, monkeypatch):
+  from stn_jax.datasets import mnist, mnist_tfds  # pylint: disable=import-outside-toplevel
+  downloads = []
+  monkeypatch.setattr(mnist_tfds, "load", lambda split, data_dir=None: downloads.append(
+      (split, data_dir)) or make_split(3, seed=11))
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv(ENV, raising=False)
+  # Nothing named, no data/mnist here: TFDS, with its own default directory.
+  assert mnist.resolve_source("auto") == "tfds"
+  np.testing.assert_array_equal(load_mnist("test", source="auto")[0], make_split(3, seed=11)[0])
+  assert downloads == [("test", None)]
+  # A directory named by the variable or the argument, or data/mnist: IDX files, even a
+  # missing one (a name given is an intent, not something to download around).
+  monkeypatch.setenv(ENV, str(tmp_path / "missing"))
+  assert mnist.resolve_source("auto") == "idx"
+  with pytest.raises(MnistNotFoundError):
+    load_mnist("test", source="auto")
+  monkeypatch.delenv(ENV)
+  assert mnist.resolve_source("auto", tmp_path) == "idx"
+  test = make_split(5, seed=12)
+  write_split(tmp_path / "data" / "mnist", "t10k", *test)
+  assert mnist.resolve_source("auto") == "idx"
+  np.testing.assert_array_equal(load_mnist("test", source="auto")[0], test[0])
+  assert len(downloads) == 1 and mnist.resolve_source("tfds") == "tfds"
+  with pytest.raises(ValueError, match="source must be one of auto, idx, tfds"):
+    mnist.resolve_source("web")
 
 
 def test_missing_directory(tmp_path, monkeypatch):

@@ -134,7 +134,7 @@ def test_not_prepared_without_download_gives_the_prepare_command(tmp_path):
 
 
 def test_unknown_source(tmp_path):
-  with pytest.raises(ValueError, match="source must be 'idx' or 'tfds'"):
+  with pytest.raises(ValueError, match="source must be one of auto, idx, tfds"):
     load_mnist("test", tmp_path, source="hub")
 
 

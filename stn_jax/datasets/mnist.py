@@ -43,7 +43,8 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *,
     source: ``'idx'`` reads local IDX files; ``'tfds'`` reads the ``stn_mnist``
       TFDS dataset, downloading and preparing it on first use
       (:mod:`stn_jax.datasets.mnist_tfds`; needs tensorflow-datasets, not
-      TensorFlow).
+      TensorFlow); ``'auto'`` the first when IDX files are named or in ``data/mnist``,
+      else the second (:func:`resolve_source`).
 
   Returns:
     ``(images, labels)``: ``(N, 28, 28)`` uint8 pixels in ``0..255`` (0 is
@@ -68,12 +69,31 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None, *,
   ValueError: split must be 'train' or 'test', got 'validation'. For a validation set, ...
   """
   mnist_idx.check_split(split)
+  source = resolve_source(source, data_dir)
   if source == "tfds":
     from stn_jax.datasets import mnist_tfds  # pylint: disable=import-outside-toplevel
     return mnist_tfds.load(split, data_dir=data_dir)
-  if source != "idx":
-    raise ValueError(f"source must be 'idx' or 'tfds', got {source!r}.")
   return mnist_idx.load_idx(split, data_dir)
+
+
+SOURCES = ("auto", "idx", "tfds")
+
+
+def resolve_source(source: str, data_dir=None) -> str:
+  """``'idx'`` or ``'tfds'``: what ``source`` reads. ``'auto'`` is ``'idx'`` when a directory
+  is named (``data_dir``, ``$STN_MNIST_DIR``) or ``data/mnist`` exists under the working
+  directory, and ``'tfds'`` (a download on first use) when none is.
+
+  >>> resolve_source("tfds")
+  'tfds'
+  """
+  if source not in SOURCES:
+    raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
+  if source != "auto":
+    return source
+  named = data_dir is not None or bool(os.environ.get(mnist_idx.ENV_VAR))
+  default = mnist_idx._DEFAULT_DIR  # pylint: disable=protected-access
+  return "idx" if named or default.is_dir() else "tfds"
 
 
 def split_train_validation(num_examples: int, num_validation: int,

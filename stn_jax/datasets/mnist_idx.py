@@ -70,8 +70,9 @@ def _expected_and_fix() -> str:
   return (f"Expected there: {', '.join(_OFFICIAL_FILES)}, each gzipped (.gz) or not; a training "
           f"subset may be named train<part>{_IMAGES_SUFFIX} with train<part>{_LABELS_SUFFIX}. "
           f"To fix: set {ENV_VAR}=/path/to/dir, a directory holding these four IDX files, "
-          f"or pass data_dir=... to load_mnist, or put them in {_DEFAULT_DIR.as_posix()}/ under "
-          "the current working directory (see data/README.md).")
+          "or give --config.data.mnist_dir=/path/to/dir (in Python, load_mnist's data_dir=...), "
+          f"or put them in {_DEFAULT_DIR.as_posix()}/ under the current working directory, or "
+          "download MNIST through TFDS with --config.data.source=tfds (see data/README.md).")
 
 
 def _describe(path: pathlib.Path) -> str:

@@ -141,7 +141,7 @@ def check_download_host(url: str = URL, *, timeout: float = 5.0, data_dir=None) 
     raise mnist_idx.MnistNotFoundError(
         f"{what}TFDS could not download MNIST: {parts.hostname} cannot be reached{via} ({e}). "
         f"Without internet, point {mnist_idx.ENV_VAR} at a directory of the four MNIST IDX files "
-        "and use the default source 'idx' (drop --config.data.source=tfds), or prepare the "
+        "(or give --config.data.mnist_dir=DIR with --config.data.source=idx), or prepare the "
         "dataset where there is internet and copy it over (python -m stn_jax.datasets.prepare "
         "mnist --data_dir=DIR).") from None
 

@@ -7,6 +7,7 @@ import logging
 import jax
 import numpy as np
 
+from stn_jax.datasets.mnist import resolve_source
 from stn_jax import models
 from stn_jax.datasets import distortions, pipeline
 from stn_jax.train import mnist_task, tasks
@@ -89,5 +90,6 @@ class MnistAddition(mnist_task.MnistTask):
 
   def describe(self):
     sizes = {k: len(v[1]) for k, v in self._digits().items()}
-    return {"dataset": "mnist_addition", "mnist_source": self.config.data.source,
+    d = self.config.data
+    return {"dataset": "mnist_addition", "mnist_source": resolve_source(d.source, d.mnist_dir),
             "examples": sizes}

@@ -52,13 +52,14 @@ __all__ = ["Checkpoints", "Resumed", "check_workdir", "json_safe", "params_from"
 
 # Config fields that change nothing the run computes on its way: how long it runs (a run may
 # be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
-# which fixed sets it scores, where the data lies on disk. Every other field is part of the
+# which fixed sets it scores, where the data lies on disk and how it is read (IDX files or
+# TFDS: the same digits). Every other field is part of the
 # run's identity: a workdir refuses to resume a run whose identity differs.
 NOT_IDENTITY = frozenset({
     "num_steps", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
     "keep_checkpoints", "pictures", "picture_every", "tensorboard", "eval_batch_size",
-    "num_shown", "data.num_eval", "data.mnist_dir", "data.data_dir", "data.validation_seed",
-    "data.test_seed",
+    "num_shown", "data.num_eval", "data.mnist_dir", "data.data_dir", "data.source",
+    "data.validation_seed", "data.test_seed",
 })
 
 

@@ -59,7 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 def mnist_source(c):
   """Adds where MNIST is read from to ``c.data``."""
-  c.data.source = "idx"  # 'idx': IDX files ($STN_MNIST_DIR or data/mnist); 'tfds': download
+  # 'idx': IDX files (data.mnist_dir, $STN_MNIST_DIR or data/mnist); 'tfds': a download
+  # through TFDS on first use; 'auto': 'idx' when a directory is named or data/mnist exists,
+  # else 'tfds'. The digits are the same either way.
+  c.data.source = "auto"
   c.data.mnist_dir = config_dict.placeholder(str)  # None: $STN_MNIST_DIR, then data/mnist
 
 

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from stn_jax.datasets.mnist import resolve_source
 from stn_jax import models
 from stn_jax.datasets import distortions, load_mnist, pipeline, split_train_validation
 from stn_jax.errors import ConfigError
@@ -120,5 +121,6 @@ class DistortedMnist(MnistTask):
   def describe(self):
     d = self.config.data
     sizes = {k: len(v[1]) for k, v in self._digits().items()}
-    return {"dataset": f"mnist_{d.distortion or 'plain'}", "mnist_source": d.source,
+    return {"dataset": f"mnist_{d.distortion or 'plain'}",
+            "mnist_source": resolve_source(d.source, d.mnist_dir),
             "examples": sizes}

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stn_jax.datasets.mnist import resolve_source
 from stn_jax import models
 from stn_jax.datasets import mnist_numbers, pipeline
 from stn_jax.datasets.prepared import DatasetNotPreparedError
@@ -193,7 +194,8 @@ class Svhn(tasks.Task):
               "examples": sizes}
     sizes = {"train_digits": len(self._digits()["train"][1])}
     sizes.update({k: len(self._fixed_numbers(k)[1]) for k in self.eval_sets()})
-    return {"dataset": f"{mnist_numbers.NAME}_{d.size}px", "mnist_source": d.source,
+    return {"dataset": f"{mnist_numbers.NAME}_{d.size}px",
+            "mnist_source": resolve_source(d.source, d.mnist_dir),
             "note": "NOT SVHN: an offline stand-in made of MNIST digits; its numbers say "
                     "nothing about SVHN",
             "examples": sizes}

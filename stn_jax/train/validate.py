@@ -38,7 +38,7 @@ _AT_LEAST_ONE = {
     "data.num_train": "the training examples; None takes them all",
     "data.num_eval": "the validation and test examples scored; None scores them all",
 }
-_SOURCES = ("idx", "tfds")
+_SOURCES = ("auto", "idx", "tfds")
 # Seeds, which NumPy and grain take as unsigned 32-bit integers.
 _SEEDS = ("seed", "data.seed", "data.split_seed", "data.validation_seed", "data.test_seed")
 
@@ -133,7 +133,8 @@ def _check_optimiser(config):
 def _check_data(config):
   source = _get(config, "data.source")
   if source is not _MISSING and source not in _SOURCES:
-    _fail("data.source", source, f"one of {', '.join(_SOURCES)} (local IDX files, or TFDS)")
+    _fail("data.source", source, f"one of {', '.join(_SOURCES)} (IDX files if found, else "
+          "TFDS; IDX files; TFDS)")
   num_train, batch = _get(config, "data.num_train"), _get(config, "batch_size")
   if isinstance(num_train, int) and isinstance(batch, int):
     per_example = 2 if _get(config, "task") == "mnist_addition" else 1  # two digits a pair
