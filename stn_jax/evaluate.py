@@ -27,17 +27,26 @@ if _MISSING:
 from absl import app, flags, logging  # noqa: E402 (after the check above)
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (default: the run's config.json).",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
-                                "The newest checkpoint or the one of least validation error.")
-_SETS = flags.DEFINE_list("sets", None, "Held-out sets to evaluate (default: all the task's).")
-_PICTURES = flags.DEFINE_integer("pictures", 16, "Images drawn with the transformers' regions "
-                                 "(0: no picture).")
-_OUT = flags.DEFINE_string("out", None, "Where the JSON goes (default: DIR/evaluation.json).")
-flags.mark_flags_as_required(["workdir"])
+_FLAGS = {}
+
+
+def _define_flags():
+  """Defines the flags when this module runs as the program: imported beside stn_jax.main
+  (whose flags share these names), it defines none."""
+  _FLAGS["config"] = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (default: the run's config.json).",
+      lock_config=True)
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "The trained run's directory.")
+  _FLAGS["checkpoint"] = flags.DEFINE_enum(
+      "checkpoint", "latest", ["latest", "best"],
+      "The newest checkpoint or the one of least validation error.")
+  _FLAGS["sets"] = flags.DEFINE_list("sets", None,
+                                     "Held-out sets to evaluate (default: all the task's).")
+  _FLAGS["pictures"] = flags.DEFINE_integer(
+      "pictures", 16, "Images drawn with the transformers' regions (0: no picture).")
+  _FLAGS["out"] = flags.DEFINE_string("out", None,
+                                      "Where the JSON goes (default: DIR/evaluation.json).")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def _fail(message, code=1):
@@ -63,20 +72,21 @@ def main(argv):
     _fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
   from stn_jax.errors import StnError  # pylint: disable=import-outside-toplevel
   from stn_jax.train import trainer  # pylint: disable=import-outside-toplevel
-  workdir = _WORKDIR.value
+  workdir = _FLAGS["workdir"].value
   try:
-    config = _CONFIG.value if _CONFIG.value is not None else run_config(workdir)
+    config = _FLAGS["config"].value if _FLAGS["config"].value is not None else run_config(workdir)
     if config.get("task") == "colocalisation":
       raise FileNotFoundError("A co-localisation run has no held-out sets: its results.json "
                               "and colocalisation.png are its evaluation.")
-    out = trainer.evaluate_checkpoint(config, workdir, which=_CHECKPOINT.value,
-                                      sets=_SETS.value, pictures_of=_PICTURES.value)
+    out = trainer.evaluate_checkpoint(config, workdir, which=_FLAGS["checkpoint"].value,
+                                      sets=_FLAGS["sets"].value,
+                                      pictures_of=_FLAGS["pictures"].value)
   except (StnError, FileNotFoundError) as e:
     _fail(e, getattr(e, "exit_code", 1))
   for name, r in out["sets"].items():
     print(f"{name} error: {100 * r['error']:.2f}% ({int(r['examples'])} examples), "
           f"loss {r['loss']:.4f}")
-  path = _OUT.value or os.path.join(workdir, "evaluation.json")
+  path = _FLAGS["out"].value or os.path.join(workdir, "evaluation.json")
   with contextlib.suppress(FileNotFoundError):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
@@ -89,4 +99,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
