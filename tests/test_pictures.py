@@ -52,8 +52,13 @@ def test_trainer_draws_transformers_and_skips_plain_networks(mnist_dir, tmp_path
   c = smoke_config(mnist_dir, num_steps=3, pictures=5)
   train.train_and_evaluate(c, st_dir)
   files = sorted(os.listdir(os.path.join(st_dir, "pictures")))
-  assert files == ["step_3.png"]  # eval_every = 3
-  with Image.open(os.path.join(st_dir, "pictures", files[0])) as im:
-    assert im.size == (2 * 96, 5 * 96)
+  assert files == ["step_0.png", "step_3.png"]  # before training, then eval_every = 3
+  for name in files:
+    with Image.open(os.path.join(st_dir, "pictures", name)) as im:
+      assert im.size == (2 * 96, 5 * 96)
+  # Resumed (extended) runs draw no second picture of step 0.
+  train.train_and_evaluate(smoke_config(mnist_dir, num_steps=6, pictures=5), st_dir)
+  assert sorted(os.listdir(os.path.join(st_dir, "pictures"))) == [
+      "step_0.png", "step_3.png", "step_6.png"]
   train.train_and_evaluate(smoke_config(mnist_dir, "rts,cnn,smoke", num_steps=3), cnn_dir)
   assert not os.path.exists(os.path.join(cnn_dir, "pictures"))
