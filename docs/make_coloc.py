@@ -102,6 +102,7 @@ def commit(runs_dir: pathlib.Path, docs: pathlib.Path):
     wall = workdir / "wall_seconds.json"
     r["wall_seconds_total"] = (json.loads(wall.read_text())["total"] if wall.exists()
                                else r["wall_seconds_this_session"])
+    r.pop("theta_rounds", None)  # every round's boxes stay in the run's own results.json
     path = committed_path(docs, run)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
@@ -189,7 +190,9 @@ def section_lines(docs: pathlib.Path) -> list:
             f"method: the same without `,search` (`{command('t', 8, 'sgd')}`). The",
             "encoder is trained once by `python docs/make_coloc.py run` (or by a run without",
             "`encoder_from`, in its `workdir/encoder`). Seconds: each run's wall time on the",
-            "2-core machine, the encoder's training not counted.", ""]
+            "2-core machine, the encoder's training not counted; most runs shared the cores with",
+            "test runs at a lower priority (`nice 19`), so a run alone takes less. Where the",
+            "boxes fall short: docs/lab_notes.md, \"Where the search's results fall short\".", ""]
   return lines
 
 
