@@ -12,7 +12,6 @@ draws what the transformers do to the first N images of the first set
   python -m stn_jax.evaluate --workdir=runs/rts_st_cnn --checkpoint=best --sets=test
 """
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -87,8 +86,7 @@ def main(argv):
     print(f"{name} error: {100 * r['error']:.2f}% ({int(r['examples'])} examples), "
           f"loss {r['loss']:.4f}")
   path = _FLAGS["out"].value or os.path.join(workdir, "evaluation.json")
-  with contextlib.suppress(FileNotFoundError):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     json.dump({**out, "config": config.to_dict()}, f, indent=2, sort_keys=True, default=str)
   print(f"checkpoint: {out['checkpoint']} (step {out['step']})")

@@ -241,13 +241,12 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
     return np.maximum(norms[n][:, None] + norms[others, boxes_of[others]][None] - 2 * cross,
                       0.0), others
 
-  def objective(boxes_of):
+  def objective(boxes_of):  # J at the boxes: the crops' own pairs only, not every box's
     own = d_rand[np.arange(n_images), boxes_of]  # (N, R)
-    total = 0.0
-    for n in range(n_images):
-      d_pair = pair_distances(n, boxes_of)[0][boxes_of[n]]  # (M,)
-      total += np.maximum(0.0, d_pair[:, None] - own[n][None] + margin).mean()
-    return total / n_images
+    crops = grid_desc[np.arange(n_images), boxes_of]
+    pair = _sq_distances(crops, crops)  # (N, N)
+    return float(np.mean([np.maximum(0.0, np.delete(pair[n], n)[:, None] - own[n][None]
+                                      + margin).mean() for n in range(n_images)]))
 
   choices, totals = [choice.copy()], [objective(choice)]
   for _ in range(sweeps):

@@ -409,15 +409,14 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
                                               _ENCODER_HW)[0])
                           for r in range(s.random_crops)], 1)
   grid = coloc_search.box_grid(list(s.scales), int(s.positions))
-  if s.within:
-    grid = grid[coloc_search.inside(grid)]
-  size_gib = len(images) * len(grid) * describe(0, grid[:1]).shape[-1] * 4 / 2**30
+  kept = int(coloc_search.inside(grid).sum()) if s.within else len(grid)  # search() drops the rest
+  size_gib = len(images) * kept * describe(0, grid[:1]).shape[-1] * 4 / 2**30
   if size_gib > 8:
     from stn_jax.errors import ConfigError  # pylint: disable=import-outside-toplevel
     raise ConfigError(f"The grid's descriptors would take {size_gib:.1f} GiB: use "
                       "search.layers='late', or fewer search.scales or search.positions.")
   logging.info("Search over %d boxes per image (at most %d rounds, then at most %d "
-               "refining).", len(grid), s.rounds, s.refine_rounds)
+               "refining).", kept, s.rounds, s.refine_rounds)
   thetas, losses, refining = coloc_search.search(
       describe, len(images), rand_desc, grid, int(s.rounds), int(s.refine_rounds),
       float(config.margin), moves=s.moves, within=bool(s.within))
