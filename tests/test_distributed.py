@@ -74,6 +74,9 @@ def _read(workdir):
     return results, [json.loads(line) for line in f]
 
 
+# Three processes compiling at once: 50-100 s on 2 cores, the longest test by far, so it
+# runs with the long checks (.ci/run runs those too).
+@pytest.mark.slow
 def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path):
   if not os.environ.get("STN_MNIST_DIR"):
     pytest.skip("STN_MNIST_DIR is not set: these runs read the real MNIST files.")
