@@ -2,6 +2,10 @@
 
 import numpy as np
 
+# torch's padding modes, against which the sampler is checked in every mode; 'fill' (no
+# torch counterpart) has its own tests in test_fill_padding.py.
+TORCH_PADDING_MODES = ("zeros", "border", "reflection")
+
 
 def pixel_coordinates(index, size, align_corners):
   """Normalised coordinate of integer pixel position(s) ``index``."""

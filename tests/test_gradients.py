@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from grid_cases import pixel_coordinates, random_grid
+from grid_cases import TORCH_PADDING_MODES, pixel_coordinates, random_grid
 from stn_jax import ops
 
-OPTIONS = list(itertools.product(ops.MODES, ops.PADDING_MODES, [False, True]))
+OPTIONS = list(itertools.product(ops.MODES, TORCH_PADDING_MODES, [False, True]))
 
 
 def _sampler(**kw):

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from grid_cases import TORCH_PADDING_MODES
 from stn_jax import ops
 
-OPTIONS = list(itertools.product(ops.MODES, ops.PADDING_MODES, [False, True]))
+OPTIONS = list(itertools.product(ops.MODES, TORCH_PADDING_MODES, [False, True]))
 NAN, INF = float("nan"), float("inf")
 
 

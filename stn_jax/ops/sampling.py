@@ -11,6 +11,11 @@ here: a coordinate that is NaN, or infinite after padding, points nowhere; the
 sample is 0 and it sends no gradient anywhere. With ``padding_mode='border'``
 an infinite coordinate is clipped onto the edge, so it reads the edge (in
 every mode); with ``'reflection'`` an infinite one has no reflection and reads 0.
+
+``padding_mode='fill'`` (kornia's name; torch has no such mode) reads ``fill_value``
+outside the image. Every kernel's weights sum to one, so it is the zeros sampler
+applied to ``image - fill_value``, plus ``fill_value``: values and gradients follow
+from the zeros mode's, and a coordinate that points nowhere reads ``fill_value``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from stn_jax.ops._dtypes import compute_dtype
 __all__ = ["MODES", "PADDING_MODES", "sample", "sample_separable"]
 
 MODES = ("bilinear", "nearest", "bicubic")
-PADDING_MODES = ("zeros", "border", "reflection")
+PADDING_MODES = ("zeros", "border", "reflection", "fill")
 
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic convolution constant.
 
@@ -245,8 +250,24 @@ def _sample_flat(image, grid, *, mode, padding_mode, align_corners):
   return out.reshape(n, ho, wo, c).astype(image.dtype)
 
 
+def _fill_value(padding_mode, fill_value, image, channels: int):
+  """``fill_value`` as an array that broadcasts against ``(..., C)`` images, or None."""
+  if padding_mode != "fill":
+    if fill_value is not None:
+      raise ValueError(f"`fill_value` is read only with padding_mode='fill', but "
+                       f"padding_mode is {padding_mode!r}.")
+    return None
+  if fill_value is None:
+    fill_value = 0.0
+  shape = jnp.shape(fill_value)
+  if shape not in ((), (1,), (channels,)):
+    raise ValueError(f"`fill_value` must be a number or one value per channel, shape "
+                     f"({channels},), but got shape {shape}.")
+  return jnp.asarray(fill_value, compute_dtype(jnp.result_type(image)))
+
+
 def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
-           align_corners: bool = False) -> jax.Array:
+           align_corners: bool = False, fill_value=None) -> jax.Array:
   """Samples ``image`` at the normalised coordinates of ``grid``.
 
   The NHWC counterpart of ``torch.nn.functional.grid_sample``, with the same
@@ -259,13 +280,17 @@ def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
     mode: ``'bilinear'`` (the paper's kernel), ``'nearest'`` (no gradient with
       respect to the grid) or ``'bicubic'`` (cubic convolution, a = -0.75).
     padding_mode: what lies outside the image: ``'zeros'``, ``'border'`` (the
-      edge pixels extend outwards) or ``'reflection'``.
+      edge pixels extend outwards), ``'reflection'`` or ``'fill'`` (``fill_value``).
     align_corners: PyTorch's meaning: ``True`` puts -1 and 1 on the centres of
       the corner pixels, ``False`` on their outer edges.
+    fill_value: with ``padding_mode='fill'``, the value outside the image: a number
+      or one per channel, shape ``(C,)`` (default 0), an array that may be traced
+      and differentiated.
 
   Returns:
     ``(..., Ho, Wo, C)`` samples, dtype of ``image``. A coordinate that is NaN,
-    or infinite after padding, reads 0 and sends no gradient.
+    or infinite after padding, reads 0 (``fill_value`` with ``'fill'``) and sends no
+    gradient to the image or the grid.
 
   >>> image = jnp.arange(4.0).reshape(1, 2, 2, 1)
   >>> grid = jnp.array([[[[0.0, 0.0]]]])  # the centre of the image
@@ -273,11 +298,17 @@ def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
   [1.5]
   """
   ishape, gshape = _check_sample_args(image, grid, mode, padding_mode)
+  fill = _fill_value(padding_mode, fill_value, image, ishape[-1])
   batch = ishape[:-3]
   image = jnp.asarray(image).reshape((-1,) + ishape[-3:])
   grid = jnp.asarray(grid).reshape((-1,) + gshape[-3:])
-  out = _sample_flat(image, grid, mode=mode, padding_mode=padding_mode,
-                     align_corners=bool(align_corners))
+  if fill is None:
+    out = _sample_flat(image, grid, mode=mode, padding_mode=padding_mode,
+                       align_corners=bool(align_corners))
+  else:
+    out = _sample_flat(image - fill, grid, mode=mode, padding_mode="zeros",
+                       align_corners=bool(align_corners))
+    out = (out + fill).astype(image.dtype)
   return out.reshape(batch + out.shape[1:])
 
 
@@ -292,7 +323,7 @@ def _interpolation_matrix(coord, size: int, **kw):
 
 
 def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str = "zeros",
-                     align_corners: bool = False) -> jax.Array:
+                     align_corners: bool = False, fill_value=None) -> jax.Array:
   """Samples ``image`` on the axis-aligned grid spanned by ``x`` and ``y``.
 
   Equal to ``sample(image, grid)`` with ``grid[..., i, j, :] = (x[..., j],
@@ -305,7 +336,7 @@ def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str =
     image: ``(..., H, W, C)`` floating-point images.
     x: ``(..., Wo)`` normalised x coordinate of each output column.
     y: ``(..., Ho)`` normalised y coordinate of each output row.
-    mode, padding_mode, align_corners: as in :func:`sample`.
+    mode, padding_mode, align_corners, fill_value: as in :func:`sample`.
 
   Returns:
     ``(..., Ho, Wo, C)`` samples, dtype of ``image``.
@@ -325,11 +356,19 @@ def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str =
         f"image {ishape}, x {xshape} and y {yshape}.")
   for name, arr in (("image", image), ("x", x), ("y", y)):
     _checks.check_floating(arr, name)
+  fill = _fill_value(padding_mode, fill_value, image, ishape[-1])
   image = jnp.asarray(image)
   ct = compute_dtype(jnp.result_type(x, y))
+  if fill is not None:
+    padding_mode, fill = "zeros", fill.astype(ct)
+    shifted = image.astype(ct) - fill
+  else:
+    shifted = image.astype(ct)
   kw = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(align_corners))
   ay = _interpolation_matrix(jnp.asarray(y, ct), ishape[-3], **kw)  # (..., Ho, H)
   ax = _interpolation_matrix(jnp.asarray(x, ct), ishape[-2], **kw)  # (..., Wo, W)
-  out = jnp.einsum("...ih,...hwc,...jw->...ijc", ay, image.astype(ct), ax,
+  out = jnp.einsum("...ih,...hwc,...jw->...ijc", ay, shifted, ax,
                    precision=jax.lax.Precision.HIGHEST)
+  if fill is not None:
+    out = out + fill
   return out.astype(image.dtype)

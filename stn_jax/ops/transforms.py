@@ -191,7 +191,7 @@ def get_transform(name, **options) -> Transform:
 
 def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool] = None,
          mode: str = "bilinear", padding_mode: str = "zeros",
-         align_corners: bool = False) -> jax.Array:
+         align_corners: bool = False, fill_value=None) -> jax.Array:
   """Warps images by transform parameters: grid generation and sampling in one call.
 
   Args:
@@ -204,7 +204,7 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
       ``None`` (default) uses it for axis-aligned transforms on TPU, whose
       gathers are slow; on CPU the gather was measured faster for large
       images (docs/performance.md), so elsewhere it is opt-in.
-    mode, padding_mode, align_corners: as in :func:`sample`.
+    mode, padding_mode, align_corners, fill_value: as in :func:`sample`.
 
   Returns:
     ``(..., Ho, Wo, C)`` warped images, dtype of ``image``.
@@ -221,7 +221,8 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
     raise ValueError(
         f"`params` must have one parameter vector per image: `image` has shape {ishape} (batch "
         f"{ishape[:-3]}) but `params` has shape {pshape} (batch {pshape[:-1]}).")
-  sample_kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+  sample_kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+                       fill_value=fill_value)
   if separable is None:
     separable = t.separable and jax.default_backend() == "tpu"
   if separable:
