@@ -10,6 +10,7 @@ Importing this package pulls in jax and numpy only.
 (2, 28, 28, 1)
 """
 
+from stn_jax.ops.crops import CROP_METHODS, crop_and_resize
 from stn_jax.ops.grids import (affine_grid, attention_grid, base_coordinates,
                                default_control_points, identity_grid, projective_grid,
                                tps_grid, tps_transform_points)
@@ -17,6 +18,7 @@ from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
 from stn_jax.ops.transforms import TRANSFORMS, Transform, get_transform, warp
 
 __all__ = [
+    "CROP_METHODS",
     "MODES",
     "PADDING_MODES",
     "TRANSFORMS",
@@ -24,6 +26,7 @@ __all__ = [
     "affine_grid",
     "attention_grid",
     "base_coordinates",
+    "crop_and_resize",
     "default_control_points",
     "get_transform",
     "identity_grid",
