@@ -24,7 +24,7 @@ def test_docstrings_have_args_returns_and_an_example(name):
   assert doc, f"{name} has no docstring"
   assert "Returns" in doc or "return" in doc.lower(), name
   if name in ("affine_grid", "sample", "projective_grid", "tps_grid", "attention_grid",
-              "get_transform", "warp", "sample_separable"):
+              "get_transform", "warp", "sample_separable", "crop_and_resize", "tps_transform"):
     assert "Args:" in doc and "Returns:" in doc and ">>>" in doc, name
 
 

@@ -72,12 +72,16 @@ def test_bad_output_size(out_hw):
 
 
 def test_bad_tps_arguments():
-  with pytest.raises(ValueError, match=r"`control_points` must have shape \(K, 2\)"):
+  with pytest.raises(ValueError, match=r"`control_points` must have shape \(\.\.\., K, 2\)"):
     ops.tps_grid(jnp.zeros((4, 3)), (4, 4), control_points=np.zeros((4, 3)))
   with pytest.raises(ValueError, match=r"`regularization` must be a finite number >= 0"):
     ops.tps_grid(jnp.zeros((16, 2)), (4, 4), regularization=-1.0)
-  with pytest.raises(ValueError, match=r"`control_points` must be a concrete"):
-    jax.jit(lambda c: ops.tps_grid(jnp.zeros((4, 2)), (4, 4), control_points=c))(jnp.zeros((4, 2)))
+  with pytest.raises(ValueError, match=r"`offsets` must have shape \(\.\.\., 4, 2\)"):
+    jax.jit(lambda c: ops.tps_grid(jnp.zeros((5, 2)), (4, 4), control_points=c))(jnp.zeros((4, 2)))
+  with pytest.raises(ValueError, match=r"the same K >= 3"):
+    ops.tps_transform(jnp.zeros((4, 2)), jnp.zeros((5, 2)))
+  with pytest.raises(ValueError, match=r"`src` must be a floating-point"):
+    ops.tps_transform(jnp.zeros((4, 2), jnp.int32), jnp.zeros((4, 2)))
 
 
 def test_warp_rejects_unknown_sampler_arguments():

@@ -1,8 +1,10 @@
 """Grid generators: known answers for affine, attention, projective and TPS grids."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from stn_jax import ops
 
@@ -146,3 +148,74 @@ def test_tps_bfloat16_is_finite_and_close():
   assert grid16.dtype == jnp.bfloat16
   assert np.all(np.isfinite(np.asarray(grid16, np.float32)))
   np.testing.assert_allclose(np.asarray(grid16, np.float32), grid32, atol=1e-2)
+
+
+# Control points as arrays: traced, batched, differentiated (solved in JAX). -----------
+
+
+def _bent(rng, k=16):
+  return ops.default_control_points(4), rng.normal(size=(k, 2)) * 0.05
+
+
+def test_traced_control_points_give_the_concrete_grid(x64):
+  control, offsets = _bent(np.random.default_rng(10))
+  concrete = ops.tps_grid(offsets, (9, 8), control_points=control)
+  traced = jax.jit(lambda c: ops.tps_grid(offsets, (9, 8), control_points=c))(control)
+  np.testing.assert_allclose(traced, concrete, rtol=1e-12, atol=1e-12)
+
+
+def test_control_points_batched_equal_vmapped(x64):
+  rng = np.random.default_rng(11)
+  control, offsets = _bent(rng)
+  batch = control[None] + rng.normal(size=(3, 16, 2)) * 0.02
+  vmapped = jax.vmap(lambda c: ops.tps_grid(offsets, (6, 7), control_points=c))(batch)
+  batched = ops.tps_grid(np.broadcast_to(offsets, (3, 16, 2)), (6, 7), control_points=batch)
+  np.testing.assert_allclose(batched, vmapped, rtol=1e-12, atol=1e-12)
+  for i in range(3):  # each the grid of its own points, solved at trace time
+    np.testing.assert_allclose(batched[i], ops.tps_grid(offsets, (6, 7),
+                                                        control_points=batch[i]),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_gradients_with_respect_to_control_points_in_both_modes(x64):
+  rng = np.random.default_rng(12)
+  control, offsets = _bent(rng)
+  control = control + rng.normal(size=control.shape) * 0.01
+  f = lambda c, o: ops.tps_grid(o, (5, 5), control_points=c, regularization=0.01)
+  check_grads(f, (control, offsets), order=2, eps=1e-6, atol=1e-5, rtol=1e-5)
+
+
+def test_tps_transform_interpolates_reproduces_affine_and_the_ridge_smooths(x64):
+  rng = np.random.default_rng(13)
+  src = rng.uniform(-1, 1, size=(2, 12, 2))
+  dst = src + rng.normal(size=src.shape) * 0.1
+  w, a = jax.jit(ops.tps_transform)(src, dst)
+  assert w.shape == (2, 12, 2) and a.shape == (2, 3, 2)
+  np.testing.assert_allclose(ops.tps_warp_points(src, src, w, a), dst, atol=1e-10)
+  affine = np.array([[0.1, -0.2], [0.9, 0.2], [-0.1, 1.1]])  # rows: 1, x, y
+  w_aff, a_aff = ops.tps_transform(src, src @ affine[1:] + affine[0])
+  np.testing.assert_allclose(w_aff, 0.0, atol=1e-10)
+  np.testing.assert_allclose(a_aff, np.broadcast_to(affine, (2, 3, 2)), atol=1e-10)
+  # A ridge: near the points, not through them, with less bending (w^T U w).
+  w_r, a_r = ops.tps_transform(src, dst, regularization=0.5)
+  miss = np.abs(ops.tps_warp_points(src, src, w_r, a_r) - dst).max()
+  assert 1e-3 < miss < 0.2
+
+  def bending(w):
+    u = np.asarray(ops.tps_warp_points(src, src, w, np.zeros((2, 3, 2))))
+    return float(np.sum(w * u))
+  assert bending(np.asarray(w_r)) < 0.5 * bending(np.asarray(w))
+
+
+def test_near_duplicate_control_points_act_as_one(x64):
+  rng = np.random.default_rng(14)
+  control, offsets = _bent(rng)
+  twin = np.concatenate([control, control[5:6] + [1e-6, 0.0]])
+  apart = np.concatenate([offsets, offsets[5:6] + [0.04, -0.03]])  # targets 0.05 apart
+  merged = offsets.copy()
+  merged[5] = (apart[5] + apart[16]) / 2  # one point, aiming at their mean
+  expected = ops.tps_grid(merged, (8, 8), control_points=control)
+  for grid in (ops.tps_grid(apart, (8, 8), control_points=twin),
+               jax.jit(lambda c: ops.tps_grid(apart, (8, 8), control_points=c))(twin)):
+    assert np.abs(grid).max() < 1.5  # an exact solve reached coordinates of about 350
+    np.testing.assert_allclose(grid, expected, atol=1e-4)

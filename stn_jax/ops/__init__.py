@@ -13,7 +13,8 @@ Importing this package pulls in jax and numpy only.
 from stn_jax.ops.crops import CROP_METHODS, crop_and_resize
 from stn_jax.ops.grids import (affine_grid, attention_grid, base_coordinates,
                                default_control_points, identity_grid, projective_grid,
-                               tps_grid, tps_transform_points)
+                               tps_grid, tps_transform, tps_transform_points,
+                               tps_warp_points)
 from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
 from stn_jax.ops.transforms import TRANSFORMS, Transform, get_transform, warp
 
@@ -34,6 +35,8 @@ __all__ = [
     "sample",
     "sample_separable",
     "tps_grid",
+    "tps_transform",
     "tps_transform_points",
+    "tps_warp_points",
     "warp",
 ]

@@ -24,8 +24,17 @@ __all__ = [
     "identity_grid",
     "projective_grid",
     "tps_grid",
+    "tps_transform",
     "tps_transform_points",
+    "tps_warp_points",
 ]
+
+# Singular values of the TPS system below this fraction of the largest are dropped (a
+# pseudo-inverse), so that control points closer than about 5e-4 (a hundredth of a pixel
+# at 42 px) act as one point aiming at their mean target, instead of bending the plane
+# through infinity. A regular 10x10 grid of points has its smallest at 1.6e-4, two points
+# 1e-3 apart 2.7e-7, 1e-4 apart 3.6e-9 (measured; the ratio goes as the gap squared).
+TPS_RCOND = 1e-7
 
 
 def base_coordinates(size: int, *, align_corners: bool = False) -> np.ndarray:
@@ -213,31 +222,116 @@ def _tps_weights(points: np.ndarray, control: np.ndarray, regularization: float)
   # lstsq instead of inv: a well-posed system gives the exact solution, a
   # degenerate control set (e.g. collinear points) still gives a finite one.
   rhs = np.concatenate([np.eye(k), np.zeros((3, k))], 0)
-  coef, *_ = np.linalg.lstsq(system, rhs, rcond=None)  # (K + 3, K)
+  coef, *_ = np.linalg.lstsq(system, rhs, rcond=TPS_RCOND)  # (K + 3, K)
   feats = np.concatenate(
       [_tps_kernel(points, control), np.ones((len(points), 1)), points], 1)
   return feats @ coef
 
 
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check_regularization(regularization):
+  if _is_concrete(regularization):
+    r = np.asarray(regularization, np.float64)
+    if r.shape != () or not np.isfinite(r) or r < 0:
+      raise ValueError(f"`regularization` must be a finite number >= 0, but got "
+                       f"{regularization!r}.")
+
+
 def _check_tps_args(offsets, control_points, regularization):
+  """The control points: a float64 NumPy (K, 2) array when concrete, else the traced
+  ``(..., K, 2)`` array (solved in JAX)."""
   if control_points is None:
     control_points = default_control_points(4)
-  try:
-    control = np.asarray(control_points, np.float64)
-  except (TypeError, jax.errors.TracerArrayConversionError) as e:
+  shape = _checks.shape_of(control_points)
+  if len(shape) < 2 or shape[-1] != 2 or shape[-2] < 3:
     raise ValueError(
-        "`control_points` must be a concrete (K, 2) array, not a traced value: the TPS "
-        "system is solved once at trace time.") from e
-  if control.ndim != 2 or control.shape[1] != 2 or control.shape[0] < 3:
-    raise ValueError(
-        f"`control_points` must have shape (K, 2) with K >= 3, but got shape {control.shape}.")
-  k = control.shape[0]
+        f"`control_points` must have shape (..., K, 2) with K >= 3, but got shape {shape}.")
+  k = shape[-2]
   _checks.check_trailing(offsets, "offsets", (k, 2),
                          f"(..., {k}, 2) to match the {k} control points")
   _checks.check_floating(offsets, "offsets")
-  if not np.isfinite(regularization) or regularization < 0:
-    raise ValueError(f"`regularization` must be a finite number >= 0, but got {regularization!r}.")
-  return control
+  _check_regularization(regularization)
+  if _is_concrete(control_points) and len(shape) == 2 and _is_concrete(regularization):
+    return np.asarray(control_points, np.float64)
+  _checks.check_floating(control_points, "control_points")
+  return jnp.asarray(control_points)
+
+
+def _tps_kernel_jax(points, control):
+  """U(r) = r^2 log r^2, ``(..., P, K)``, with a gradient that stays finite at r = 0."""
+  d2 = jnp.sum((points[..., :, None, :] - control[..., None, :, :]) ** 2, -1)
+  safe = jnp.where(d2 > 0, d2, 1.0)
+  return jnp.where(d2 > 0, d2 * jnp.log(safe), 0.0)
+
+
+def tps_transform(src, dst, *, regularization=0.0):
+  """The thin-plate spline that sends ``src`` points to ``dst``, solved in JAX (like
+  kornia's ``get_tps_transform``): the points may be traced, batched, vmapped and
+  differentiated.
+
+  Args:
+    src: ``(..., K, 2)`` control points ``(x, y)``, K >= 3.
+    dst: ``(..., K, 2)`` where each goes.
+    regularization: a ridge on the kernel (0: exact interpolation; larger: smoother,
+      passing near the points). May be traced.
+
+  Returns:
+    ``(kernel_weights (..., K, 2), affine_weights (..., 3, 2))`` for
+    :func:`tps_warp_points`: ``f(p) = sum_k U(|p - src_k|) w_k + [1, x, y] @ A``.
+    Points closer than about 5e-4 act as one (see ``TPS_RCOND``).
+
+  >>> src = jnp.asarray(default_control_points(3), jnp.float32)
+  >>> w, a = tps_transform(src, src + 0.1)  # a shift
+  >>> [round(float(v), 3) for v in tps_warp_points(jnp.array([[0.0, 0.5]]), src, w, a)[0]]
+  [0.1, 0.6]
+  """
+  sshape = _checks.check_trailing(src, "src", (2,), "(..., K, 2)")
+  dshape = _checks.check_trailing(dst, "dst", (2,), "(..., K, 2)")
+  if len(sshape) < 2 or sshape[-2] < 3 or sshape[-2] != dshape[-2]:
+    raise ValueError(f"`src` and `dst` must have shape (..., K, 2) with the same K >= 3, but "
+                     f"got {sshape} and {dshape}.")
+  _checks.check_floating(src, "src")
+  _checks.check_floating(dst, "dst")
+  _check_regularization(regularization)
+  ct = compute_dtype(jnp.result_type(src, dst))
+  src, dst = jnp.asarray(src, ct), jnp.asarray(dst, ct)
+  batch = jnp.broadcast_shapes(src.shape[:-2], dst.shape[:-2])
+  src = jnp.broadcast_to(src, batch + src.shape[-2:])
+  dst = jnp.broadcast_to(dst, batch + dst.shape[-2:])
+  k = src.shape[-2]
+  kernel = _tps_kernel_jax(src, src) + jnp.asarray(regularization, ct) * jnp.eye(k, dtype=ct)
+  poly = jnp.concatenate([jnp.ones(batch + (k, 1), ct), src], -1)  # (..., K, 3)
+  top = jnp.concatenate([kernel, poly], -1)
+  bottom = jnp.concatenate([jnp.swapaxes(poly, -1, -2), jnp.zeros(batch + (3, 3), ct)], -1)
+  system = jnp.concatenate([top, bottom], -2)  # (..., K + 3, K + 3)
+  rhs = jnp.concatenate([dst, jnp.zeros(batch + (3, 2), ct)], -2)
+  coef = jnp.linalg.pinv(system, rtol=TPS_RCOND, hermitian=True) @ rhs
+  return coef[..., :k, :], coef[..., k:, :]
+
+
+def tps_warp_points(points, src, kernel_weights, affine_weights):
+  """Maps points through the spline of :func:`tps_transform`.
+
+  Args:
+    points: ``(..., P, 2)`` points ``(x, y)``.
+    src: ``(..., K, 2)`` the spline's control points (``tps_transform``'s ``src``).
+    kernel_weights, affine_weights: what :func:`tps_transform` returned.
+
+  Returns:
+    ``(..., P, 2)`` the mapped points.
+  """
+  _checks.check_trailing(points, "points", (2,), "(..., P, 2)")
+  ct = compute_dtype(jnp.result_type(points, src, kernel_weights, affine_weights))
+  points, src = jnp.asarray(points, ct), jnp.asarray(src, ct)
+  u = _tps_kernel_jax(points, src)  # (..., P, K)
+  hp = jax.lax.Precision.HIGHEST
+  return (jnp.einsum("...pk,...kd->...pd", u, jnp.asarray(kernel_weights, ct), precision=hp)
+          + affine_weights[..., :1, :].astype(ct)
+          + jnp.einsum("...pe,...ed->...pd", points, affine_weights[..., 1:, :].astype(ct),
+                       precision=hp))
 
 
 def tps_transform_points(points, offsets, *, control_points=None, regularization: float = 0.0):
@@ -246,7 +340,10 @@ def tps_transform_points(points, offsets, *, control_points=None, regularization
   Args:
     points: ``(P, 2)`` concrete array of ``(x, y)`` normalised coordinates.
     offsets: ``(..., K, 2)`` displacement of each control point.
-    control_points: ``(K, 2)`` concrete array; default: the paper's regular 4x4 grid.
+    control_points: ``(K, 2)``; default: the paper's regular 4x4 grid. Concrete, the
+      system is solved once at trace time in float64 NumPy; traced or batched
+      (``(..., K, 2)``), it is solved in JAX (:func:`tps_transform`), and may be
+      differentiated.
     regularization: ridge added to the kernel; 0 interpolates exactly.
 
   Returns:
@@ -258,6 +355,12 @@ def tps_transform_points(points, offsets, *, control_points=None, regularization
     raise ValueError(f"`points` must have shape (P, 2), but got shape {pts.shape}.")
   offsets = jnp.asarray(offsets)
   ct = compute_dtype(offsets.dtype)
+  if not isinstance(control, np.ndarray):  # traced or batched: the system solved in JAX
+    control = control.astype(ct)
+    w, a = tps_transform(control, control + offsets.astype(ct), regularization=regularization)
+    # The spline minus the identity, added to the points: zero offsets give them back.
+    moved = tps_warp_points(jnp.asarray(pts, ct), control, w, a)
+    return moved.astype(offsets.dtype)
   b = jnp.asarray(_tps_weights(pts, control, float(regularization)), ct)
   moved = jnp.asarray(pts, ct) + jnp.einsum(
       "pk,...kd->...pd", b, offsets.astype(ct), precision=jax.lax.Precision.HIGHEST)
@@ -276,8 +379,10 @@ def tps_grid(offsets, out_hw, *, control_points=None, regularization: float = 0.
     offsets: ``(..., K, 2)`` displacements ``(dx, dy)`` of the K control points,
       in normalised coordinates.
     out_hw: ``(H, W)`` of the output grid.
-    control_points: ``(K, 2)`` concrete positions ``(x, y)`` in the output
-      frame; default: a regular 4x4 grid over ``[-1, 1]^2`` (the paper's 16).
+    control_points: ``(K, 2)`` positions ``(x, y)`` in the output frame; default: a
+      regular 4x4 grid over ``[-1, 1]^2`` (the paper's 16). Concrete, the TPS system
+      is solved once at trace time; traced or batched ``(..., K, 2)`` (under ``jit``,
+      ``vmap`` or ``grad``), it is solved in JAX.
     regularization: non-negative ridge on the kernel (0: exact interpolation;
       larger values give smoother warps that pass near, not through, the points).
     align_corners: PyTorch's meaning.
