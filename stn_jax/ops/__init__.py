@@ -15,6 +15,9 @@ from stn_jax.ops.grids import (affine_grid, attention_grid, base_coordinates,
                                default_control_points, identity_grid, projective_grid,
                                tps_grid, tps_transform, tps_transform_points,
                                tps_warp_points)
+from stn_jax.ops.pixel import (get_perspective_transform, invert_affine, normalized_to_pixel,
+                               pixel_to_normalized, rotation_matrix, warp_affine,
+                               warp_perspective)
 from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
 from stn_jax.ops.transforms import TRANSFORMS, Transform, get_transform, warp
 
@@ -29,9 +32,14 @@ __all__ = [
     "base_coordinates",
     "crop_and_resize",
     "default_control_points",
+    "get_perspective_transform",
     "get_transform",
     "identity_grid",
+    "invert_affine",
+    "normalized_to_pixel",
+    "pixel_to_normalized",
     "projective_grid",
+    "rotation_matrix",
     "sample",
     "sample_separable",
     "tps_grid",
@@ -39,4 +47,6 @@ __all__ = [
     "tps_transform_points",
     "tps_warp_points",
     "warp",
+    "warp_affine",
+    "warp_perspective",
 ]
