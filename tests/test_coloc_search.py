@@ -133,6 +133,37 @@ def test_coordinate_descent_never_raises_eq_1_and_stops_where_no_image_can_lower
     coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 1)
 
 
+def test_a_rank_chooses_between_boxes_of_equal_loss_and_moves_without_raising_it():
+  n_images, dim = 4, 6
+  eye = np.eye(dim)
+  # Box 0: the image's own background (like its random crops); boxes 1 and 2: the shared
+  # object, seen alike (e.g. one box larger than the other, both holding it).
+  grid = np.stack([np.stack([eye[n + 1], eye[0], eye[0]]) for n in range(n_images)])
+  rand = np.stack([eye[n + 1][None] for n in range(n_images)])  # (N, R=1, D)
+  rank = np.array([0.0, 0.9, 0.5])  # box 2 is preferred to box 1 (smaller)
+  plain, _ = coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 5, margin=0.1)
+  assert plain[-1].tolist() == [1] * n_images  # the first of the boxes of equal loss
+  ranked, totals = coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 5,
+                                                   margin=0.1, rank=rank)
+  assert ranked[-1].tolist() == [2] * n_images and totals[-1] == 0.0
+  # From boxes of zero loss, the rank alone moves them; the loss stays where it was.
+  moved, totals = coloc_search.coordinate_descent(grid, rand, np.ones(n_images, int), 5,
+                                                  margin=0.1, rank=rank)
+  assert moved.tolist() == [[1] * n_images, [2] * n_images] and totals.tolist() == [0.0, 0.0]
+  kept, _ = coloc_search.coordinate_descent(grid, rand, np.ones(n_images, int), 5, margin=0.1)
+  assert kept.tolist() == [[1] * n_images]  # without a rank, nothing to gain: no move
+  # Two smaller boxes alike (boxes 2 and 3): the one nearest the image's own box (1), not
+  # the first in the grid.
+  grid4 = np.concatenate([grid, grid[:, 2:]], 1)
+  places = np.array([[1.0, 0.0, 0.0], [0.6, 0.5, 0.5], [0.5, -0.5, -0.5], [0.5, 0.5, 0.4]])
+  rank4 = places[:, 0]
+  first, _ = coloc_search.coordinate_descent(grid4, rand, np.ones(n_images, int), 5,
+                                             margin=0.1, rank=rank4)
+  near, _ = coloc_search.coordinate_descent(grid4, rand, np.ones(n_images, int), 5,
+                                            margin=0.1, rank=rank4, places=places)
+  assert first[-1].tolist() == [2] * n_images and near[-1].tolist() == [3] * n_images
+
+
 def test_the_search_compares_each_box_with_random_crops_of_its_scale_and_stays_inside():
   vectors, _ = _hand_made()
   asked = []
@@ -157,6 +188,9 @@ def test_the_search_compares_each_box_with_random_crops_of_its_scale_and_stays_i
   assert np.all(coloc_search.inside(thetas))
   with pytest.raises(ValueError, match="moves must be one of"):
     coloc_search.search(describe, 4, randoms, grid, rounds=1, moves="jacobi")
+  with pytest.raises(ValueError, match="prefer_smaller needs moves='sequential'"):
+    coloc_search.search(describe, 4, randoms, grid, rounds=1, moves="simultaneous",
+                        prefer_smaller=True)
 
 
 def test_best_response_refuses_what_it_cannot_compare():

@@ -161,6 +161,10 @@ def test_the_search_variant_chooses_boxes_over_a_grid(straight, coloc_mnist, tmp
   with pytest.raises(ValueError, match="search.moves must be one of"):
     coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
                                             **{**small, "search.moves": "jacobi"}), str(tmp_path))
+  with pytest.raises(ValueError, match="prefer_smaller needs search.moves='sequential'"):
+    coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
+                                            **{**small, "search.moves": "simultaneous"}),
+                               str(tmp_path))
   with pytest.raises(ValueError, match="search.positions must be odd"):
     coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke",
                                             **{**small, "search.positions": 4}), str(tmp_path))

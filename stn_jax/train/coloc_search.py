@@ -191,7 +191,7 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0,
 
 
 def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float = 1.0,
-                       rand_index=None, allowed=None):
+                       rand_index=None, allowed=None, rank=None, places=None):
   """Eq. (1) summed over all pairs, minimised over a grid of boxes one image at a time.
 
   The objective is ``J = mean_n mean_{m != n, r} max(0, |c_n - c_m|^2 - |c_n - r_n|^2 +
@@ -210,6 +210,13 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
     sweeps: the most sweeps.
     margin: alpha.
     allowed: ``(N, G)`` booleans, the boxes each image may take (default: all).
+    rank: ``(G,)`` which of two boxes of equal ``J`` is preferred (the lower rank, e.g.
+      the smaller box). An image then moves when the move lowers ``J``, or keeps it and
+      lowers the rank; the pair ``(J, rank)`` never rises, so the sweeps still end.
+      Default: no preference (an image moves only when ``J`` falls).
+    places: ``(G, P)`` where each box is (e.g. ``(s, tx, ty)``), with ``rank``: of the
+      boxes with the least ``(J, rank)``, an image takes the one nearest its own, not the
+      first in the grid's order (which would send boxes of equal loss to one corner).
 
   Returns:
     ``(choices, objective)``: ``(k + 1, N)`` the boxes before the first sweep and after
@@ -257,8 +264,18 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
       cost = (np.maximum(0.0, d_pair[:, :, None] - d_rand[n][:, None, :] + margin).mean((1, 2))
               + np.maximum(0.0, d_pair[:, :, None] - own[None] + margin).mean((1, 2)))
       cost[~allowed[n]] = np.inf
-      best = int(np.argmin(cost))
-      if cost[best] < cost[choice[n]]:
+      if rank is None:
+        best = int(np.argmin(cost))
+        better = cost[best] < cost[choice[n]]
+      else:
+        ties = np.flatnonzero(cost == cost.min())
+        ties = ties[rank[ties] == rank[ties].min()]
+        if places is not None and len(ties) > 1:
+          ties = ties[np.argsort(np.abs(places[ties] - places[choice[n]]).sum(-1),
+                                 kind="stable")]
+        best = int(ties[0])
+        better = (cost[best], rank[best]) < (cost[choice[n]], rank[choice[n]])
+      if better:
         choice[n], moved = best, True
     if not moved:
       break  # no image can lower J alone
@@ -271,7 +288,8 @@ MOVES = ("sequential", "simultaneous")
 
 
 def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_rounds: int = 0,
-           margin: float = 1.0, moves: str = "sequential", within: bool = False):
+           margin: float = 1.0, moves: str = "sequential", within: bool = False,
+           prefer_smaller: bool = False):
   """Eq. (1) minimised over boxes: at most ``rounds`` on ``grid`` from the identity, then at
   most ``refine_rounds`` on :func:`local_offsets` around each image's box; each stage
   stops at a fixed point.
@@ -291,6 +309,9 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
       summed over all pairs never rises); ``'simultaneous'``: :func:`best_response`
       (every image against the others' boxes of the round before).
     within: only boxes inside the image (:func:`inside`).
+    prefer_smaller: of two boxes with the same sum, an image takes the smaller, and of
+      boxes alike in both, the nearest its own (``'sequential'`` only:
+      :func:`coordinate_descent`'s ``rank``, the box's scale, and ``places``).
 
   Returns:
     ``(thetas, losses, refining)``: ``(k + 1, N, 3)`` every image's box before the first
@@ -301,6 +322,8 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
   """
   if moves not in MOVES:
     raise ValueError(f"moves must be one of {', '.join(MOVES)}, got {moves!r}.")
+  if prefer_smaller and moves != "sequential":
+    raise ValueError("prefer_smaller needs moves='sequential': best response has no rank.")
   grid = np.asarray(grid, np.float32)
   if within:
     grid = grid[inside(grid)]
@@ -314,17 +337,19 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
       return np.asarray(rand_desc), None
     return np.asarray(rand_desc(np.asarray(scales, np.float32))), of_box
 
-  def minimise(desc, rand, start, most, index, allowed):
+  def minimise(desc, rand, start, most, index, allowed, places):
     if moves == "simultaneous":
       return best_response(desc, rand, start, most, margin, index, allowed)
-    choices, totals = coordinate_descent(desc, rand, start, most, margin, index, allowed)
+    choices, totals = coordinate_descent(desc, rand, start, most, margin, index, allowed,
+                                         rank=places[:, 0] if prefer_smaller else None,
+                                         places=places)
     return choices, totals[1:]
 
   grid_desc = np.stack([describe(n, grid) for n in range(num_images)])
   scales, of_box = np.unique(grid[:, 0], return_inverse=True)
   rand, index = randoms(np.broadcast_to(scales, (num_images, len(scales))), of_box)
   choices, losses = minimise(grid_desc, rand, np.full(num_images, identity[0]), rounds, index,
-                             None)
+                             None, grid)
   thetas = [grid[c] for c in choices]
   coarse = len(thetas)
   if refine_rounds:
@@ -338,7 +363,7 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
     if allowed is not None:
       allowed[:, centre] = True  # where each image is: it may stay
     fine_choices, fine_losses = minimise(fine_desc, rand, np.full(num_images, centre),
-                                         refine_rounds, index, allowed)
+                                         refine_rounds, index, allowed, offsets)
     thetas += [fine[np.arange(num_images), c] for c in fine_choices[1:]]
     losses = np.concatenate([losses, fine_losses])
   return np.stack(thetas), np.asarray(losses), np.arange(len(thetas)) >= coarse

@@ -150,6 +150,9 @@ def _check_search(s):
   if s.moves not in coloc_search.MOVES:
     raise ConfigError(f"search.moves must be one of {', '.join(coloc_search.MOVES)}, got "
                       f"{s.moves!r}.")
+  if s.prefer_smaller and s.moves != "sequential":
+    raise ConfigError("search.prefer_smaller needs search.moves='sequential' (best response "
+                      "has no order between boxes of equal loss).")
   if s.layers not in DESCRIPTOR_LAYERS:
     raise ConfigError(f"search.layers must be one of {', '.join(DESCRIPTOR_LAYERS)}, got "
                       f"{s.layers!r}.")
@@ -419,7 +422,8 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
                "refining).", kept, s.rounds, s.refine_rounds)
   thetas, losses, refining = coloc_search.search(
       describe, len(images), rand_desc, grid, int(s.rounds), int(s.refine_rounds),
-      float(config.margin), moves=s.moves, within=bool(s.within))
+      float(config.margin), moves=s.moves, within=bool(s.within),
+      prefer_smaller=bool(s.prefer_smaller))
   rounds = []
   for r, theta in enumerate(thetas):
     ious = box_iou(box_from_theta(theta, images.shape[1:3]), boxes)
