@@ -195,26 +195,30 @@ def _tap_sum_wide(image, iy, ix, wy, wx, width):
 
 def _weight_tangent(image, iy, ix, wy, wx, d_wy, d_wx, width):
   """The tangent of :func:`_tap_sum` along its weights:
-  ``sum_ab (d_wy[a] wx[b] + wy[a] d_wx[b]) tap_ab``."""
+  ``sum_ab (d_wy[a] wx[b] + wy[a] d_wx[b]) tap_ab``, written as contractions of the
+  whole ``d_wy`` and ``d_wx`` with ``(N, P, K, C)`` partial sums, so that its transpose
+  is two contractions too (slicing the tangents tap by tap would transpose into K*K
+  padded copies, measured 3x slower)."""
   k = iy.shape[-1]
-  out = 0.0
-  for a in range(k):
-    for b in range(k):
-      tap, _ = _gather_tap(image, iy, ix, a, b, width)
-      w = d_wy[..., a] * wx[..., b] + wy[..., a] * d_wx[..., b]
-      out = out + w[..., None] * tap.astype(w.dtype)
-  return out
+  taps = [[_gather_tap(image, iy, ix, a, b, width)[0].astype(wy.dtype) for b in range(k)]
+          for a in range(k)]
+  along_y = jnp.stack([sum(wx[..., b, None] * taps[a][b] for b in range(k))
+                       for a in range(k)], -2)  # (N, P, K, C): sum_b wx_b tap_ab
+  along_x = jnp.stack([sum(wy[..., a, None] * taps[a][b] for a in range(k))
+                       for b in range(k)], -2)  # sum_a wy_a tap_ab
+  return (jnp.einsum("npk,npkc->npc", d_wy, along_y)
+          + jnp.einsum("npk,npkc->npc", d_wx, along_x))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _weighted_gather(image, iy, ix, wy, wx, width):
   """:func:`_tap_sum`, differentiable in forward and reverse mode at any order.
 
-  Its JVP is written out so that reverse mode (JAX transposes the JVP) costs what a
-  hand-written VJP would: the image's tangent goes through :func:`_tap_sum_wide` (one
-  scatter-add when transposed), and the weights' tangent is rematerialised
-  (``jax.checkpoint``), so the backward pass gathers the taps again rather than keeping
-  ``K*K`` arrays of shape (N, P, C) alive from the forward pass.
+  Its JVP is written out so that reverse mode (JAX transposes the JVP) costs no more
+  than the hand-written VJP it replaced: the image's tangent goes through
+  :func:`_tap_sum_wide` (one scatter-add when transposed), and the weights' tangent,
+  :func:`_weight_tangent`, is rematerialised (``jax.checkpoint``), so the backward pass
+  gathers the taps again rather than keeping them alive from the forward pass.
   """
   return _tap_sum(image, iy, ix, wy, wx, width)
 
