@@ -5,7 +5,8 @@ from stn_jax.nn.layers import AvgPool, Conv, Dense, LayerStack, MaxPool, output_
 from stn_jax.nn.localization import (colocalization_localization, conv_localization,
                                      fc_localization, svhn_localization)
 from stn_jax.nn.transformer import (MultiStreamTransformer, ParallelSpatialTransformers,
-                                    SpatialTransformer, is_localization_path,
+                                    SpatialTransformer, SpatialTransformer3D,
+                                    is_localization_path,
                                     localization_mask)
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "MultiStreamTransformer",
     "ParallelSpatialTransformers",
     "SpatialTransformer",
+    "SpatialTransformer3D",
     "colocalization_localization",
     "conv_localization",
     "fc_localization",

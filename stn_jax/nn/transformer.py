@@ -26,6 +26,7 @@ __all__ = [
     "MultiStreamTransformer",
     "ParallelSpatialTransformers",
     "SpatialTransformer",
+    "SpatialTransformer3D",
     "is_localization_path",
     "localization_mask",
 ]
@@ -237,3 +238,53 @@ class MultiStreamTransformer(nn.Module):
     self.sow("intermediates", "theta", theta)
     self.sow("intermediates", "grid", grid)
     return outs, {"theta": theta, "grid": grid}
+
+
+class SpatialTransformer3D(nn.Module):
+  """A volumetric spatial transformer: a localisation network, a Dense layer regressing a
+  3-D affine ``theta`` (12 numbers, row-major ``(3, 4)``; it starts at the identity), and
+  :func:`stn_jax.ops.warp_3d`.
+
+  Attributes:
+    localization: the localisation network, called as ``localization(x, train=train)``;
+      it must return ``(N, F)`` features.
+    out_dhw: ``(D, H, W)`` of the output; ``None``: the input's.
+    mode, padding_mode, align_corners: as in :func:`stn_jax.ops.sample_3d`.
+
+  ``__call__(x, *, train=False)`` takes ``(N, D, H, W, C)`` and returns ``(output,
+  {'theta': (N, 3, 4), 'grid': (N, D, H, W, 3)})``.
+
+  >>> class Loc(nn.Module):  # any module giving (N, F) features
+  ...   @nn.compact
+  ...   def __call__(self, x, train=False):
+  ...     return nn.relu(nn.Dense(8)(x.reshape(x.shape[0], -1)))
+  >>> st = SpatialTransformer3D(Loc(), out_dhw=(4, 4, 4))
+  >>> (y, aux), _ = st.init_with_output(jax.random.key(0), jnp.ones((2, 6, 6, 6, 1)))
+  >>> y.shape, aux['theta'].shape
+  ((2, 4, 4, 4, 1), (2, 3, 4))
+  """
+  localization: nn.Module
+  out_dhw: Optional[tuple[int, int, int]] = None
+  mode: str = "bilinear"
+  padding_mode: str = "zeros"
+  align_corners: bool = False
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    name = self.name or type(self).__name__
+    if x.ndim != 5:
+      raise ValueError(f"{name}: the input must have shape (N, D, H, W, C), but got shape "
+                       f"{x.shape}.")
+    out_dhw = tuple(self.out_dhw) if self.out_dhw is not None else tuple(x.shape[1:4])
+    features = self.localization(x, train=train)
+    if features.ndim != 2 or features.shape[0] != x.shape[0]:
+      raise ValueError(f"{name}: the localisation net must return (N, D) features with "
+                       f"N = {x.shape[0]}, but returned shape {features.shape}.")
+    theta = _regressor(12, np.eye(3, 4).ravel(), features.dtype, "localization_out")(features)
+    theta = theta.astype(x.dtype).reshape(-1, 3, 4)
+    grid = ops.affine_grid_3d(theta, out_dhw, align_corners=self.align_corners)
+    y = ops.sample_3d(x, grid, mode=self.mode, padding_mode=self.padding_mode,
+                      align_corners=self.align_corners)
+    self.sow("intermediates", "theta", theta)
+    self.sow("intermediates", "grid", grid)
+    return y, {"theta": theta, "grid": grid}

@@ -19,15 +19,18 @@ from stn_jax.ops.pixel import (get_perspective_transform, invert_affine, normali
                                pixel_to_normalized, rotation_matrix, warp_affine,
                                warp_perspective)
 from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
+from stn_jax.ops.volumes import MODES_3D, affine_grid_3d, sample_3d, warp_3d
 from stn_jax.ops.transforms import TRANSFORMS, Transform, get_transform, warp
 
 __all__ = [
     "CROP_METHODS",
     "MODES",
+    "MODES_3D",
     "PADDING_MODES",
     "TRANSFORMS",
     "Transform",
     "affine_grid",
+    "affine_grid_3d",
     "attention_grid",
     "base_coordinates",
     "crop_and_resize",
@@ -41,12 +44,14 @@ __all__ = [
     "projective_grid",
     "rotation_matrix",
     "sample",
+    "sample_3d",
     "sample_separable",
     "tps_grid",
     "tps_transform",
     "tps_transform_points",
     "tps_warp_points",
     "warp",
+    "warp_3d",
     "warp_affine",
     "warp_perspective",
 ]
