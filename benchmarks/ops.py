@@ -3,7 +3,7 @@
     pip install -e '.[bench]'
     python benchmarks/ops.py [--rounds 7] [--write docs/performance.md]
 
-Three cases sized like the paper's transformers, each "grid + bilinear sample +
+Four cases sized like the paper's transformers, each "grid + bilinear sample +
 gradient of a weighted sum":
 
   a. distorted MNIST: N=256, 42x42x1 -> 42x42, affine, gradient w.r.t. theta;
@@ -11,7 +11,9 @@ gradient of a weighted sum":
      gradients w.r.t. the feature map and theta;
   c. CUB attention: N=32, 448x448x3 -> 224x224, attention (s, tx, ty), gradient
      w.r.t. the parameters; JAX both with the gather sampler and with the
-     separable (two-matmul) one.
+     separable (two-matmul) one;
+  d. co-localisation crops: N=100, 84x84x1 -> 28x28, attention, as c (the small
+     end, for the separable sampler's default on this platform).
 
 The project's timing rule: both frameworks in one process on 2 threads
 (``OMP_WAIT_POLICY=PASSIVE`` set before torch is imported, ``torch.set_num_threads``),
@@ -170,6 +172,11 @@ CASES = [
     dict(name="c. CUB N=32 448x448x3->224x224 attention, d/dparams", n=32, in_hw=(448, 448),
          channels=3, out_hw=(224, 224), transform="attention", image_grad=False,
          separable=(False, True)),
+    # The small end of the axis-aligned transformers (co-localisation crops), where the
+    # separable sampler's two small matrix products could beat the gather on a CPU.
+    dict(name="d. co-localisation N=100 84x84x1->28x28 attention, d/dparams", n=100,
+         in_hw=(84, 84), channels=1, out_hw=(28, 28), transform="attention",
+         image_grad=False, separable=(False, True)),
 ]
 
 

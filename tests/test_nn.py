@@ -177,3 +177,36 @@ def test_multi_stream_fixed_scale_and_tiling_init():
   with pytest.raises(ValueError, match=r"`init_params` must have shape \(4, 2\)"):
     stnn.MultiStreamTransformer(stnn.fc_localization((4,)), 4, fixed_scale=0.5,
                                 init_params=[[0.0, 0.0]]).init(KEY, x)
+
+
+def test_the_separable_sampler_in_the_modules_gives_the_gathers_output_and_gradients():
+  x = _image((2, 16, 16, 3))
+  tiles = [[-0.3, -0.45], [0.5, 0.2]]
+  kw = dict(fixed_scale=0.6, init_params=tiles, out_hw=(8, 8))
+  gather = stnn.MultiStreamTransformer(stnn.fc_localization((4,)), 2, separable=False, **kw)
+  separable = stnn.MultiStreamTransformer(stnn.fc_localization((4,)), 2, separable=True, **kw)
+  params = gather.init(KEY, x)["params"]
+  # Move the regressor off its start so that the localisation net's output matters.
+  params["localization_out"]["kernel"] = 0.05 * jax.random.normal(
+      KEY, params["localization_out"]["kernel"].shape)
+
+  def loss(p, model):
+    outs, _ = model.apply({"params": p}, x)
+    return sum(jnp.sum(o * (i + 1) * x[:, :8, :8]) for i, o in enumerate(outs))
+  for a, b in zip(gather.apply({"params": params}, x)[0],
+                  separable.apply({"params": params}, x)[0]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(jax.grad(loss)(params, gather)),
+                  jax.tree_util.tree_leaves(jax.grad(loss)(params, separable))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  st = stnn.SpatialTransformer(stnn.fc_localization((4,)), transform="attention",
+                               separable=True)
+  y, aux = st.init_with_output(KEY, x)[0]
+  np.testing.assert_allclose(y, ops.sample(x, aux["grid"]), atol=1e-5)
+  with pytest.raises(ValueError, match="separable=True needs an axis-aligned transform"):
+    stnn.SpatialTransformer(stnn.fc_localization((4,)), transform="affine",
+                            separable=True).init(KEY, x)
+  # The default, by platform: the separable sampler on TPU only (docs/performance.md).
+  assert ops.use_separable("attention", platform="tpu")
+  assert not ops.use_separable("attention", platform="cpu")
+  assert not ops.use_separable("affine", platform="tpu")

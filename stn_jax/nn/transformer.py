@@ -60,6 +60,17 @@ def _regressor(num_params, bias, dtype, name):
                   bias_init=lambda *_: jnp.asarray(bias), dtype=dtype, name=name)
 
 
+def _sample(x, t, theta, grid, out_hw, separable, mode, padding_mode, align_corners):
+  """The transformer's output: the separable sampler on ``theta``'s axes where
+  :func:`stn_jax.ops.use_separable` says so, else the gather on ``grid`` (the grid is
+  computed either way: it is sown for pictures and returned)."""
+  kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+  if ops.use_separable(t, separable):
+    xs, ys = t.axes(theta, out_hw, align_corners=align_corners)
+    return ops.sample_separable(x, xs, ys, **kw)
+  return ops.sample(x, grid, **kw)
+
+
 def _check_images(x, where):
   if x.ndim != 4:
     raise ValueError(f"{where}: the input must have shape (N, H, W, C), but got shape {x.shape}.")
@@ -83,6 +94,8 @@ class SpatialTransformer(nn.Module):
     mode, padding_mode, align_corners: as in :func:`stn_jax.ops.sample`.
     init_params: the parameters the regression layer starts at; ``None``: the
       transform's identity.
+    separable: sample axis-aligned transforms with the gather-free separable sampler;
+      ``None``: the platform's measured default (:func:`stn_jax.ops.use_separable`).
 
   ``__call__(x, *, train=False, localization_input=None)`` returns
   ``(output, {'theta': (N, P), 'grid': (N, H, W, 2)})``. With
@@ -104,6 +117,7 @@ class SpatialTransformer(nn.Module):
   padding_mode: str = "zeros"
   align_corners: bool = False
   init_params: Optional[Sequence[float]] = None
+  separable: Optional[bool] = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, localization_input=None):
@@ -123,8 +137,8 @@ class SpatialTransformer(nn.Module):
     theta = _regressor(t.num_params, bias, features.dtype, "localization_out")(features)
     theta = theta.astype(x.dtype)
     grid = t.grid(theta, out_hw, align_corners=self.align_corners)
-    y = ops.sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
-                   align_corners=self.align_corners)
+    y = _sample(x, t, theta, grid, out_hw, self.separable, self.mode, self.padding_mode,
+                self.align_corners)
     self.sow("intermediates", "theta", theta)
     self.sow("intermediates", "grid", grid)
     return y, {"theta": theta, "grid": grid}
@@ -139,7 +153,7 @@ class ParallelSpatialTransformers(nn.Module):
 
   Attributes:
     localizations: one localisation net per transformer.
-    transform, out_hw, mode, padding_mode, align_corners: as in
+    transform, out_hw, mode, padding_mode, align_corners, separable: as in
       :class:`SpatialTransformer`, shared by all.
 
   ``__call__(x, *, train=False)`` returns ``(output, [aux of each transformer])``.
@@ -151,6 +165,7 @@ class ParallelSpatialTransformers(nn.Module):
   mode: str = "bilinear"
   padding_mode: str = "zeros"
   align_corners: bool = False
+  separable: Optional[bool] = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -161,7 +176,8 @@ class ParallelSpatialTransformers(nn.Module):
       # An unbound copy, so that each net lives inside its own transformer
       # (st_<i>/localization) rather than beside them.
       st = SpatialTransformer(loc.clone(parent=None), self.transform, self.out_hw, self.mode,
-                              self.padding_mode, self.align_corners, name=f"st_{i}")
+                              self.padding_mode, self.align_corners,
+                              separable=self.separable, name=f"st_{i}")
       y, aux = st(x, train=train)
       outs.append(y)
       auxs.append(aux)
@@ -184,7 +200,8 @@ class MultiStreamTransformer(nn.Module):
     fixed_scale: the attention scale, fixed; ``None``: learnt.
     init_params: ``(num_transformers, P)`` starting parameters (P = 2 with
       ``fixed_scale``); ``None``: every transformer starts at the identity.
-    out_hw, mode, padding_mode, align_corners: as in :class:`SpatialTransformer`.
+    out_hw, mode, padding_mode, align_corners, separable: as in
+      :class:`SpatialTransformer`.
 
   ``__call__(x, *, train=False, localization_input=None)`` returns
   ``([output of each transformer], {'theta': (N, T, P_full), 'grid': (N, T, H, W, 2)})``
@@ -199,6 +216,7 @@ class MultiStreamTransformer(nn.Module):
   mode: str = "bilinear"
   padding_mode: str = "zeros"
   align_corners: bool = False
+  separable: Optional[bool] = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, localization_input=None):
@@ -231,8 +249,8 @@ class MultiStreamTransformer(nn.Module):
     outs, grids = [], []
     for i in range(self.num_transformers):
       grid = t.grid(theta[:, i], out_hw, align_corners=self.align_corners)
-      outs.append(ops.sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
-                             align_corners=self.align_corners))
+      outs.append(_sample(x, t, theta[:, i], grid, out_hw, self.separable, self.mode,
+                          self.padding_mode, self.align_corners))
       grids.append(grid)
     grid = jnp.stack(grids, 1)
     self.sow("intermediates", "theta", theta)

@@ -20,13 +20,15 @@ from stn_jax.ops.pixel import (get_perspective_transform, invert_affine, normali
                                warp_perspective)
 from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
 from stn_jax.ops.volumes import MODES_3D, affine_grid_3d, sample_3d, warp_3d
-from stn_jax.ops.transforms import TRANSFORMS, Transform, get_transform, warp
+from stn_jax.ops.transforms import (SEPARABLE_PLATFORMS, TRANSFORMS, Transform, get_transform,
+                                    use_separable, warp)
 
 __all__ = [
     "CROP_METHODS",
     "MODES",
     "MODES_3D",
     "PADDING_MODES",
+    "SEPARABLE_PLATFORMS",
     "TRANSFORMS",
     "Transform",
     "affine_grid",
@@ -50,6 +52,7 @@ __all__ = [
     "tps_transform",
     "tps_transform_points",
     "tps_warp_points",
+    "use_separable",
     "warp",
     "warp_3d",
     "warp_affine",

@@ -189,6 +189,39 @@ def get_transform(name, **options) -> Transform:
   return TRANSFORMS[name]
 
 
+# Where axis-aligned transforms are sampled with the separable sampler unless told
+# otherwise (``warp(separable=None)`` and the transformer modules). On CPU the gather was
+# measured faster at every size benchmarks/ops.py times (docs/performance.md); TPUs gather
+# slowly and multiply fast; GPUs are not measured here, so they keep the gather.
+SEPARABLE_PLATFORMS = ("tpu",)
+
+
+def use_separable(transform, separable: Optional[bool] = None,
+                  platform: Optional[str] = None) -> bool:
+  """Whether ``transform`` is sampled with the separable sampler.
+
+  Args:
+    transform: a registered name or a :class:`Transform`.
+    separable: True or False to choose; None: the platform's default
+      (:data:`SEPARABLE_PLATFORMS`, for axis-aligned transforms).
+    platform: the JAX platform (``'cpu'``, ``'gpu'``, ``'tpu'``); None: the default
+      backend's.
+
+  Returns:
+    True for the separable sampler, False for the gather.
+
+  >>> use_separable('attention', platform='tpu'), use_separable('attention', platform='cpu')
+  (True, False)
+  """
+  t = get_transform(transform)
+  if separable is None:
+    return t.separable and (platform or jax.default_backend()) in SEPARABLE_PLATFORMS
+  if separable and not t.separable:
+    raise ValueError(f"separable=True needs an axis-aligned transform, and '{t.name}' is not "
+                     f"one; use attention, translation or scale_translation.")
+  return bool(separable)
+
+
 def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool] = None,
          mode: str = "bilinear", padding_mode: str = "zeros",
          align_corners: bool = False, fill_value=None) -> jax.Array:
@@ -201,9 +234,8 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
     transform: a registered name (see :func:`get_transform`) or a :class:`Transform`.
     separable: use the gather-free separable sampler (axis-aligned transforms
       only; the results are the same either way, up to float rounding).
-      ``None`` (default) uses it for axis-aligned transforms on TPU, whose
-      gathers are slow; on CPU the gather was measured faster for large
-      images (docs/performance.md), so elsewhere it is opt-in.
+      ``None`` (default): :func:`use_separable`'s platform default (TPU: yes;
+      CPU, measured: no; GPU: no).
     mode, padding_mode, align_corners, fill_value: as in :func:`sample`.
 
   Returns:
@@ -223,12 +255,7 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
         f"{ishape[:-3]}) but `params` has shape {pshape} (batch {pshape[:-1]}).")
   sample_kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                        fill_value=fill_value)
-  if separable is None:
-    separable = t.separable and jax.default_backend() == "tpu"
-  if separable:
-    if not t.separable:
-      raise ValueError(f"separable=True needs an axis-aligned transform, and "
-                       f"'{t.name}' is not one; use attention, translation or scale_translation.")
+  if use_separable(t, separable):
     x, y = t.axes(params, out_hw, align_corners=align_corners)
     return sampling.sample_separable(image, x, y, **sample_kwargs)
   grid = t.grid(params, out_hw, align_corners=align_corners)
