@@ -42,7 +42,7 @@ def test_import_pulls_in_jax_and_numpy_only():
       "import sys\n"
       "import stn_jax.ops\n"
       "heavy = ['flax', 'optax', 'orbax', 'grain', 'tensorflow', 'tensorflow_datasets',\n"
-      "         'torch', 'matplotlib', 'PIL', 'ml_collections', 'absl.flags']\n"
+      "         'torch', 'kornia', 'matplotlib', 'PIL', 'ml_collections', 'absl.flags']\n"
       "print(sorted(m for m in heavy if m in sys.modules))\n"
       "print(sorted(m for m in sys.modules if m.startswith('stn_jax')))\n")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

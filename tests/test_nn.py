@@ -207,6 +207,6 @@ def test_the_separable_sampler_in_the_modules_gives_the_gathers_output_and_gradi
     stnn.SpatialTransformer(stnn.fc_localization((4,)), transform="affine",
                             separable=True).init(KEY, x)
   # The default, by platform: the separable sampler on TPU only (docs/performance.md).
-  assert ops.use_separable("attention", platform="tpu")
-  assert not ops.use_separable("attention", platform="cpu")
-  assert not ops.use_separable("affine", platform="tpu")
+  assert ops.use_separable(transform="attention", platform="tpu")
+  assert not ops.use_separable(transform="attention", platform="cpu")
+  assert not ops.use_separable(transform="affine", platform="tpu")

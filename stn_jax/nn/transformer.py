@@ -65,7 +65,7 @@ def _sample(x, t, theta, grid, out_hw, separable, mode, padding_mode, align_corn
   :func:`stn_jax.ops.use_separable` says so, else the gather on ``grid`` (the grid is
   computed either way: it is sown for pictures and returned)."""
   kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
-  if ops.use_separable(t, separable):
+  if ops.use_separable(transform=t, separable=separable):
     xs, ys = t.axes(theta, out_hw, align_corners=align_corners)
     return ops.sample_separable(x, xs, ys, **kw)
   return ops.sample(x, grid, **kw)

@@ -196,7 +196,7 @@ def get_transform(name, **options) -> Transform:
 SEPARABLE_PLATFORMS = ("tpu",)
 
 
-def use_separable(transform, separable: Optional[bool] = None,
+def use_separable(*, transform, separable: Optional[bool] = None,
                   platform: Optional[str] = None) -> bool:
   """Whether ``transform`` is sampled with the separable sampler.
 
@@ -210,8 +210,10 @@ def use_separable(transform, separable: Optional[bool] = None,
   Returns:
     True for the separable sampler, False for the gather.
 
-  >>> use_separable('attention', platform='tpu'), use_separable('attention', platform='cpu')
-  (True, False)
+  >>> use_separable(transform='attention', platform='tpu')
+  True
+  >>> use_separable(transform='attention', platform='cpu')
+  False
   """
   t = get_transform(transform)
   if separable is None:
@@ -255,7 +257,7 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
         f"{ishape[:-3]}) but `params` has shape {pshape} (batch {pshape[:-1]}).")
   sample_kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                        fill_value=fill_value)
-  if use_separable(t, separable):
+  if use_separable(transform=t, separable=separable):
     x, y = t.axes(params, out_hw, align_corners=align_corners)
     return sampling.sample_separable(image, x, y, **sample_kwargs)
   grid = t.grid(params, out_hw, align_corners=align_corners)
