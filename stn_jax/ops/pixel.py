@@ -60,6 +60,19 @@ def _homogeneous(matrix, name):
   return jnp.concatenate([matrix, last], -2), True
 
 
+def _between(x, name, left, right):
+  """``left @ x^-1 @ right`` for ``x`` of shape ``(..., 2, 3)`` or ``(..., 3, 3)``, in
+  ``x``'s shape (a homography scaled to ``h33 = 1``) and dtype."""
+  h, affine = _homogeneous(x, name)
+  ct = compute_dtype(h.dtype)
+  hp = jax.lax.Precision.HIGHEST
+  out = jnp.matmul(jnp.matmul(jnp.asarray(left, ct), jnp.linalg.inv(h.astype(ct)),
+                              precision=hp), jnp.asarray(right, ct), precision=hp)
+  if affine:
+    return out[..., :2, :].astype(h.dtype)
+  return (out / out[..., 2:, 2:]).astype(h.dtype)
+
+
 def pixel_to_normalized(matrix, src_hw, out_hw, *, align_corners: bool = True):
   """The normalised ``theta`` of a pixel matrix: what ``affine_grid`` (for ``(..., 2,
   3)``) or ``projective_grid`` (``(..., 3, 3)``) takes to warp as ``matrix`` does.
@@ -77,19 +90,11 @@ def pixel_to_normalized(matrix, src_hw, out_hw, *, align_corners: bool = True):
   >>> pixel_to_normalized(shift, (5, 5), (5, 5)).tolist()  # reads 1 to the left
   [[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]]
   """
-  m, affine = _homogeneous(matrix, "matrix")
-  ct = compute_dtype(m.dtype)
   src_hw, out_hw = _checks.check_out_hw(src_hw), _checks.check_out_hw(out_hw)
-  hp = jax.lax.Precision.HIGHEST
   # theta = N_src M^-1 N_out^-1: output normalised -> output pixels -> source pixels ->
   # source normalised.
-  inverse = jnp.linalg.inv(m.astype(ct))
-  theta = jnp.matmul(jnp.matmul(jnp.asarray(_to_normalised(src_hw, align_corners), ct),
-                                inverse, precision=hp),
-                     jnp.asarray(_from_normalised(out_hw, align_corners), ct), precision=hp)
-  if affine:
-    return theta[..., :2, :].astype(m.dtype)
-  return (theta / theta[..., 2:, 2:]).astype(m.dtype)
+  return _between(matrix, "matrix", _to_normalised(src_hw, align_corners),
+                  _from_normalised(out_hw, align_corners))
 
 
 def normalized_to_pixel(theta, src_hw, out_hw, *, align_corners: bool = True):
@@ -99,18 +104,10 @@ def normalized_to_pixel(theta, src_hw, out_hw, *, align_corners: bool = True):
   Returns:
     ``(..., 2, 3)`` or ``(..., 3, 3)``: source pixels to output pixels.
   """
-  t, affine = _homogeneous(theta, "theta")
-  ct = compute_dtype(t.dtype)
   src_hw, out_hw = _checks.check_out_hw(src_hw), _checks.check_out_hw(out_hw)
-  hp = jax.lax.Precision.HIGHEST
-  inverse = jnp.linalg.inv(t.astype(ct))
-  # M = N_out^-1 theta^-1 N_src, :func:`pixel_to_normalized` solved for M.
-  m = jnp.matmul(jnp.matmul(jnp.asarray(_from_normalised(out_hw, align_corners), ct),
-                            inverse, precision=hp),
-                 jnp.asarray(_to_normalised(src_hw, align_corners), ct), precision=hp)
-  if affine:
-    return m[..., :2, :].astype(t.dtype)
-  return (m / m[..., 2:, 2:]).astype(t.dtype)
+  # M = N_out^-1 theta^-1 N_src: pixel_to_normalized solved for M.
+  return _between(theta, "theta", _from_normalised(out_hw, align_corners),
+                  _to_normalised(src_hw, align_corners))
 
 
 def _warp(image, matrix, out_hw, kind, mode, padding_mode, align_corners, fill_value):
