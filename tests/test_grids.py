@@ -182,7 +182,7 @@ def test_gradients_with_respect_to_control_points_in_both_modes(x64):
   control, offsets = _bent(rng)
   control = control + rng.normal(size=control.shape) * 0.01
   f = lambda c, o: ops.tps_grid(o, (5, 5), control_points=c, regularization=0.01)
-  check_grads(f, (control, offsets), order=2, eps=1e-6, atol=1e-5, rtol=1e-5)
+  check_grads(f, (control, offsets), order=1, eps=1e-6, atol=1e-5, rtol=1e-5)
 
 
 def test_tps_transform_interpolates_reproduces_affine_and_the_ridge_smooths(x64):
