@@ -89,7 +89,7 @@ def _cubic_weights(t):
   def far(s):  # 1 < |s| < 2
     return ((a * s - 5.0 * a) * s + 8.0 * a) * s - 4.0 * a
 
-  return jnp.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], -1)
+  return far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)
 
 
 def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: bool):
@@ -99,9 +99,10 @@ def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: b
     coord: normalised coordinates, any shape ``S``.
 
   Returns:
-    ``(index, weight)``, each of shape ``S + (K,)`` with K = 1, 2 or 4 taps:
-    ``index`` int32 within ``[0, size)``, ``weight`` zero for taps that fall
-    outside the image (zeros padding) or belong to a coordinate that points nowhere.
+    ``(index, weight)``: ``index`` of shape ``S + (K,)``, int32 within ``[0, size)``,
+    with K = 1, 2 or 4 taps; ``weight`` a tuple of K arrays of shape ``S``, zero for
+    taps that fall outside the image (zeros padding) or belong to a coordinate that
+    points nowhere.
   """
   x = _unnormalize(coord, size, align_corners)
   if mode != "bicubic":
@@ -126,15 +127,17 @@ def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: b
   else:
     if mode == "nearest":
       pos = jnp.round(jax.lax.stop_gradient(x))[..., None]  # half to even, as nearbyint
-      weight = jnp.ones_like(pos)
+      weight = (jnp.ones_like(x),)
     else:
       x0 = jnp.floor(jax.lax.stop_gradient(x))
       frac = x - x0
-      weight = jnp.stack([1.0 - frac, frac], -1)
+      weight = (1.0 - frac, frac)
       pos = jnp.stack([x0, x0 + 1.0], -1)
   valid = (pos >= 0) & (pos <= size - 1) & finite[..., None]
   index = jnp.where(valid, pos, 0).astype(jnp.int32)
-  weight = jnp.where(valid, weight, 0.0)
+  # One array per tap, never stacked: the samplers' derivative rules then take each tap's
+  # weight whole, and their transposes build no padded copies of a stacked array.
+  weight = tuple(jnp.where(valid[..., k], w, 0.0) for k, w in enumerate(weight))
   return index, weight
 
 
@@ -168,7 +171,7 @@ def _gather_tap(image, iy, ix, a: int, b: int, width: int):
 def _tap_sum(image, iy, ix, wy, wx, width):
   """sum_ab wy[..., a] wx[..., b] image[n, iy[..., a] * width + ix[..., b]].
 
-  image (N, H*W, C); iy, wy (N, P, K); ix, wx (N, P, K) -> (N, P, C). One
+  image (N, H*W, C); iy, ix (N, P, K); wy, wx K arrays (N, P) -> (N, P, C). One
   gather per tap: XLA on CPU fuses a single K*K-wide gather with its index
   arithmetic into a loop several times slower.
   """
@@ -177,7 +180,7 @@ def _tap_sum(image, iy, ix, wy, wx, width):
   for a in range(k):
     for b in range(k):
       tap, _ = _gather_tap(image, iy, ix, a, b, width)
-      out = out + (wy[..., a] * wx[..., b])[..., None] * tap.astype(wy.dtype)
+      out = out + (wy[a] * wx[b])[..., None] * tap.astype(wy[a].dtype)
   return out
 
 
@@ -187,7 +190,8 @@ def _tap_sum_wide(image, iy, ix, wy, wx, width):
   into the image's gradient, where the per-tap form would give K*K of them."""
   n, p, k = iy.shape
   index = (iy[..., :, None] * width + ix[..., None, :]).reshape(n, p * k * k)
-  weight = (wy[..., :, None] * wx[..., None, :]).reshape(n, p * k * k)
+  weight = (jnp.stack(wy, -1)[..., :, None] * jnp.stack(wx, -1)[..., None, :]).reshape(
+      n, p * k * k)
   taps = jnp.take_along_axis(image, index[..., None], axis=1, mode="promise_in_bounds")
   out = weight[..., None] * taps.astype(weight.dtype)
   return out.reshape(n, p, k * k, -1).sum(2)
@@ -195,30 +199,29 @@ def _tap_sum_wide(image, iy, ix, wy, wx, width):
 
 def _weight_tangent(image, iy, ix, wy, wx, d_wy, d_wx, width):
   """The tangent of :func:`_tap_sum` along its weights:
-  ``sum_ab (d_wy[a] wx[b] + wy[a] d_wx[b]) tap_ab``, written as contractions of the
-  whole ``d_wy`` and ``d_wx`` with ``(N, P, K, C)`` partial sums, so that its transpose
-  is two contractions too (slicing the tangents tap by tap would transpose into K*K
-  padded copies, measured 3x slower)."""
+  ``sum_ab (d_wy[a] wx[b] + wy[a] d_wx[b]) tap_ab``. Each tap's weight and tangent is an
+  array of its own, so the transpose is, per tap, one product with the cotangent summed
+  over channels, as a hand-written VJP would compute it."""
   k = iy.shape[-1]
-  taps = [[_gather_tap(image, iy, ix, a, b, width)[0].astype(wy.dtype) for b in range(k)]
-          for a in range(k)]
-  along_y = jnp.stack([sum(wx[..., b, None] * taps[a][b] for b in range(k))
-                       for a in range(k)], -2)  # (N, P, K, C): sum_b wx_b tap_ab
-  along_x = jnp.stack([sum(wy[..., a, None] * taps[a][b] for a in range(k))
-                       for b in range(k)], -2)  # sum_a wy_a tap_ab
-  return (jnp.einsum("npk,npkc->npc", d_wy, along_y)
-          + jnp.einsum("npk,npkc->npc", d_wx, along_x))
+  out = 0.0
+  for a in range(k):
+    for b in range(k):
+      tap, _ = _gather_tap(image, iy, ix, a, b, width)
+      w = d_wy[a] * wx[b] + wy[a] * d_wx[b]
+      out = out + w[..., None] * tap.astype(w.dtype)
+  return out
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _weighted_gather(image, iy, ix, wy, wx, width):
   """:func:`_tap_sum`, differentiable in forward and reverse mode at any order.
 
-  Its JVP is written out so that reverse mode (JAX transposes the JVP) costs no more
-  than the hand-written VJP it replaced: the image's tangent goes through
-  :func:`_tap_sum_wide` (one scatter-add when transposed), and the weights' tangent,
-  :func:`_weight_tangent`, is rematerialised (``jax.checkpoint``), so the backward pass
-  gathers the taps again rather than keeping them alive from the forward pass.
+  Its JVP is written out so that reverse mode (JAX transposes the JVP) is faster than
+  the hand-written VJP it replaced (docs/performance.md): the image's tangent goes
+  through :func:`_tap_sum_wide` (one scatter-add when transposed), and the weights'
+  tangent, :func:`_weight_tangent`, takes each tap's weight as an array of its own. The
+  backward pass keeps the K*K gathered taps, (N, P, C) each, from the forward pass;
+  gathering them again (``jax.checkpoint``) was measured 25% slower on the MNIST case.
   """
   return _tap_sum(image, iy, ix, wy, wx, width)
 
@@ -232,10 +235,12 @@ def _weighted_gather_jvp(width, primals, tangents):
   parts = []
   if not isinstance(d_image, zero):
     parts.append(_tap_sum_wide(d_image, iy, ix, wy, wx, width))
-  if not (isinstance(d_wy, zero) and isinstance(d_wx, zero)):
-    d_wy = jnp.zeros_like(wy) if isinstance(d_wy, zero) else d_wy
-    d_wx = jnp.zeros_like(wx) if isinstance(d_wx, zero) else d_wx
-    along_weights = jax.checkpoint(functools.partial(_weight_tangent, width=width))
+  d_wy = tuple(None if isinstance(t, zero) else t for t in d_wy)
+  d_wx = tuple(None if isinstance(t, zero) else t for t in d_wx)
+  if any(t is not None for t in d_wy + d_wx):
+    d_wy = tuple(jnp.zeros_like(w) if t is None else t for w, t in zip(wy, d_wy))
+    d_wx = tuple(jnp.zeros_like(w) if t is None else t for w, t in zip(wx, d_wx))
+    along_weights = functools.partial(_weight_tangent, width=width)
     parts.append(along_weights(image, iy, ix, wy, wx, d_wy, d_wx))
   tangent = functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
   return out, tangent.astype(out.dtype)
@@ -248,7 +253,7 @@ def _sample_flat(image, grid, *, mode, padding_mode, align_corners):
   _, ho, wo, _ = grid.shape
   g = grid.astype(compute_dtype(grid.dtype)).reshape(n, ho * wo, 2)
   kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
-  ix, wx = _taps_1d(g[..., 0], w, **kw)  # (N, P, K)
+  ix, wx = _taps_1d(g[..., 0], w, **kw)  # (N, P, K), K x (N, P)
   iy, wy = _taps_1d(g[..., 1], h, **kw)
   out = _weighted_gather(image.reshape(n, h * w, c), iy, ix, wy, wx, w)
   return out.reshape(n, ho, wo, c).astype(image.dtype)
@@ -322,6 +327,7 @@ def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
 def _interpolation_matrix(coord, size: int, **kw):
   """(..., S) coordinates -> (..., S, size) matrix whose rows hold each point's tap weights."""
   index, weight = _taps_1d(coord, size, **kw)
+  weight = jnp.stack(weight, -1)
   one_hot = index[..., None] == jnp.arange(size, dtype=jnp.int32)  # (..., S, K, size)
   return jnp.einsum("...k,...kn->...n", weight, one_hot.astype(weight.dtype))
 

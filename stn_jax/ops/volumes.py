@@ -84,7 +84,7 @@ def _sample_flat_3d(volume, grid, *, mode, padding_mode, align_corners):
   for a, b, e in itertools.product(range(ix.shape[-1]), repeat=3):
     index = (iz[..., a] * h + iy[..., b]) * w + ix[..., e]
     tap = jnp.take_along_axis(flat, index[..., None], axis=1, mode="promise_in_bounds")
-    out = out + (wz[..., a] * wy[..., b] * wx[..., e])[..., None] * tap.astype(wz.dtype)
+    out = out + (wz[a] * wy[b] * wx[e])[..., None] * tap.astype(wz[a].dtype)
   return out.reshape((n,) + out_shape + (c,)).astype(volume.dtype)
 
 
