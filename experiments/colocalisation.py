@@ -96,7 +96,7 @@ def get_config(arg=None):
     # Unit-length descriptors put squared distances in [0, 4] (about 10^3 for raw ones,
     # against which the paper's alpha = 1 is small), so alpha = 1 keeps every hinge active
     # and the loss linear. 0.1 was chosen on validation sets (data.seed=1) from 1, 0.1 and
-    # 0.01 (docs/lab_notes.md, "Co-localisation: the margin").
+    # 0.01 (docs/lab_notes.md, "The margin and ties between boxes").
     c.margin = 0.1
   # Not given by the paper: SGD with momentum 0.9 (the project's default) on batches of 32
   # random pairs at a fixed rate, for 1000 steps (its Fig. 1 localises by step ~180).
