@@ -169,7 +169,7 @@ def _gather_tap(image, iy, ix, a: int, b: int, width: int):
 
 
 def _tap_sum(image, iy, ix, wy, wx, width):
-  """sum_ab wy[..., a] wx[..., b] image[n, iy[..., a] * width + ix[..., b]].
+  """sum_ab wy[a] wx[b] image[n, iy[..., a] * width + ix[..., b]].
 
   image (N, H*W, C); iy, ix (N, P, K); wy, wx K arrays (N, P) -> (N, P, C). One
   gather per tap: XLA on CPU fuses a single K*K-wide gather with its index
@@ -240,8 +240,7 @@ def _weighted_gather_jvp(width, primals, tangents):
   if any(t is not None for t in d_wy + d_wx):
     d_wy = tuple(jnp.zeros_like(w) if t is None else t for w, t in zip(wy, d_wy))
     d_wx = tuple(jnp.zeros_like(w) if t is None else t for w, t in zip(wx, d_wx))
-    along_weights = functools.partial(_weight_tangent, width=width)
-    parts.append(along_weights(image, iy, ix, wy, wx, d_wy, d_wx))
+    parts.append(_weight_tangent(image, iy, ix, wy, wx, d_wy, d_wx, width))
   tangent = functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
   return out, tangent.astype(out.dtype)
 
