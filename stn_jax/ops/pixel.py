@@ -18,7 +18,7 @@ import numpy as np
 
 from stn_jax.ops import _checks
 from stn_jax.ops._dtypes import compute_dtype
-from stn_jax.ops.grids import projective_grid
+from stn_jax.ops.grids import affine_grid, projective_grid
 from stn_jax.ops.sampling import sample
 
 __all__ = ["get_perspective_transform", "invert_affine", "normalized_to_pixel",
@@ -124,11 +124,8 @@ def _warp(image, matrix, out_hw, kind, mode, padding_mode, align_corners, fill_v
                      f"(batch {ishape[:-3]}) but `matrix` has shape {mshape}.")
   out_hw = _checks.check_out_hw(out_hw)
   theta = pixel_to_normalized(matrix, ishape[-3:-1], out_hw, align_corners=align_corners)
-  if kind == "affine":
-    theta = jnp.concatenate(
-        [theta, jnp.broadcast_to(jnp.array([0.0, 0.0, 1.0], theta.dtype),
-                                 theta.shape[:-2] + (1, 3))], -2)
-  grid = projective_grid(theta, out_hw, align_corners=align_corners)
+  to_grid = affine_grid if kind == "affine" else projective_grid
+  grid = to_grid(theta, out_hw, align_corners=align_corners)
   return sample(image, grid.astype(compute_dtype(grid.dtype)), mode=mode,
                 padding_mode=padding_mode, align_corners=align_corners, fill_value=fill_value)
 

@@ -144,21 +144,29 @@ def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: b
 # The general sampler. --------------------------------------------------------
 
 
-def _check_sample_args(image, grid, mode, padding_mode):
-  _checks.check_choice(mode, "mode", MODES)
+def _check_sample_args(image, grid, mode, padding_mode, *, dims: int = 2, name: str = "image",
+                       modes=MODES):
+  """The sampler's argument checks, for 2-D images or (``dims=3``) volumes; returns the
+  shapes of ``image`` and ``grid``."""
+  _checks.check_choice(mode, "mode", modes)
   _checks.check_choice(padding_mode, "padding_mode", PADDING_MODES)
-  ishape = _checks.check_min_rank(image, "image", 3, "(..., H, W, C)")
-  gshape = _checks.check_trailing(grid, "grid", (2,), "(..., Ho, Wo, 2)")
-  _checks.check_min_rank(grid, "grid", 3, "(..., Ho, Wo, 2)")
-  _checks.check_floating(image, "image")
+  axes = ("D", "H", "W")[3 - dims:]
+  image_form = f"(..., {', '.join(axes)}, C)"
+  grid_form = f"(..., {', '.join(a + 'o' for a in axes)}, {dims})"
+  ishape = _checks.check_min_rank(image, name, dims + 1, image_form)
+  gshape = _checks.check_trailing(grid, "grid", (dims,), grid_form)
+  _checks.check_min_rank(grid, "grid", dims + 1, grid_form)
+  _checks.check_floating(image, name)
   _checks.check_floating(grid, "grid")
-  if ishape[:-3] != gshape[:-3]:
+  batch = ishape[:-(dims + 1)]
+  if batch != gshape[:-(dims + 1)]:
     raise ValueError(
-        f"`image` and `grid` must have the same leading (batch) dimensions, but `image` has "
-        f"shape {ishape} (batch {ishape[:-3]}) and `grid` has shape {gshape} (batch "
-        f"{gshape[:-3]}); broadcast one of them first, e.g. with jnp.broadcast_to.")
-  if ishape[-3] < 1 or ishape[-2] < 1:
-    raise ValueError(f"`image` must have non-empty height and width, but got shape {ishape}.")
+        f"`{name}` and `grid` must have the same leading (batch) dimensions, but `{name}` has "
+        f"shape {ishape} (batch {batch}) and `grid` has shape {gshape} (batch "
+        f"{gshape[:-(dims + 1)]}); broadcast one of them first, e.g. with jnp.broadcast_to.")
+  if min(ishape[-(dims + 1):-1]) < 1:
+    sizes = "height and width" if dims == 2 else "depth, height and width"
+    raise ValueError(f"`{name}` must have non-empty {sizes}, but got shape {ishape}.")
   return ishape, gshape
 
 

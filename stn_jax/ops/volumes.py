@@ -23,7 +23,7 @@ import numpy as np
 from stn_jax.ops import _checks
 from stn_jax.ops._dtypes import compute_dtype
 from stn_jax.ops.grids import base_coordinates
-from stn_jax.ops.sampling import PADDING_MODES, _fill_value, _taps_1d
+from stn_jax.ops.sampling import _check_sample_args, _fill_value, _taps_1d
 
 __all__ = ["MODES_3D", "affine_grid_3d", "sample_3d", "warp_3d"]
 
@@ -106,19 +106,8 @@ def sample_3d(volume, grid, *, mode: str = "bilinear", padding_mode: str = "zero
   >>> sample_3d(v, jnp.zeros((1, 1, 1, 1, 3))).ravel().tolist()  # the centre: the mean
   [3.5]
   """
-  _checks.check_choice(mode, "mode", MODES_3D)
-  _checks.check_choice(padding_mode, "padding_mode", PADDING_MODES)
-  vshape = _checks.check_min_rank(volume, "volume", 4, "(..., D, H, W, C)")
-  gshape = _checks.check_trailing(grid, "grid", (3,), "(..., Do, Ho, Wo, 3)")
-  _checks.check_min_rank(grid, "grid", 4, "(..., Do, Ho, Wo, 3)")
-  _checks.check_floating(volume, "volume")
-  _checks.check_floating(grid, "grid")
-  if vshape[:-4] != gshape[:-4]:
-    raise ValueError(f"`volume` and `grid` must have the same leading (batch) dimensions, but "
-                     f"got volume {vshape} and grid {gshape}.")
-  if min(vshape[-4:-1]) < 1:
-    raise ValueError(f"`volume` must have non-empty depth, height and width, but got shape "
-                     f"{vshape}.")
+  vshape, gshape = _check_sample_args(volume, grid, mode, padding_mode, dims=3, name="volume",
+                                      modes=MODES_3D)
   fill = _fill_value(padding_mode, fill_value, volume, vshape[-1])
   batch = vshape[:-4]
   volume = jnp.asarray(volume).reshape((-1,) + vshape[-4:])
