@@ -36,9 +36,11 @@ from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, mnist_so
                                   parse_variant)
 
 DISTORTIONS = {"t": "T", "tc": "TC"}
+CONFIDENCE_WEIGHT = 0.1  # search.confidence_weight with the `confidence` variant part
 CHOICES = {"dataset": tuple(DISTORTIONS), "digit": tuple("0123456789"), "search": (True,),
-           "smoke": (True,)}
-DEFAULTS = {"dataset": "t", "digit": "8", "search": False, "smoke": False}
+           "confidence": (True,), "smoke": (True,)}
+DEFAULTS = {"dataset": "t", "digit": "8", "search": False, "confidence": False,
+            "smoke": False}
 
 
 def get_config(arg=None):
@@ -77,6 +79,9 @@ def get_config(arg=None):
   # The descriptor: the paper's three layers ('all'; 'late': conv block 2 and the logits;
   # 'logits'). On a validation set (T 7, data.seed=1) 'all' localised 74%, 'late' 24%.
   c.search.layers = "all"
+  # Ours: minimise eq. (1) plus this weight times the mean over images of 1 - the
+  # encoder's largest class probability at the image's box (0: eq. (1) alone).
+  c.search.confidence_weight = 0.0
   c.search.random_crops = 16  # I_n^rand per image (and, with 'same_scale', per scale)
   # 'sequential': one image at a time takes the box that lowers eq. (1) summed over all
   # pairs (coordinate descent: the sum never rises, and a round that moves nothing ends
@@ -98,6 +103,14 @@ def get_config(arg=None):
     # and the loss linear. 0.1 was chosen on validation sets (data.seed=1) from 1, 0.1 and
     # 0.01 (docs/lab_notes.md, "The margin and ties between boxes").
     c.margin = 0.1
+  if v["confidence"]:
+    if not v["search"]:
+      raise ValueError("The variant part 'confidence' adds a term to the search: name both, "
+                       "e.g. colocalisation.py:tc,7,search,confidence.")
+    # Ours: eq. (1) plus CONFIDENCE_WEIGHT times how little the encoder reads a digit in each
+    # box (1 - its largest class probability), chosen on validation sets (data.seed=1;
+    # docs/lab_notes.md, "The encoder's confidence").
+    c.search.confidence_weight = CONFIDENCE_WEIGHT
   # Not given by the paper: SGD with momentum 0.9 (the project's default) on batches of 32
   # random pairs at a fixed rate, for 1000 steps (its Fig. 1 localises by step ~180).
   c.batch_size = 32

@@ -133,6 +133,36 @@ def test_coordinate_descent_never_raises_eq_1_and_stops_where_no_image_can_lower
     coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 1)
 
 
+def test_a_unary_cost_joins_eq_1_and_the_descent_minimises_their_sum():
+  rng = np.random.default_rng(2)
+  n_images, n_boxes, n_sets = 5, 6, 2
+  grid = coloc_search.unit_length(rng.normal(size=(n_images, n_boxes, 4)))
+  rand = coloc_search.unit_length(rng.normal(size=(n_images, n_sets, 3, 4)))
+  index = np.arange(n_boxes) % n_sets
+  unary = rng.uniform(0.0, 0.5, size=(n_images, n_boxes))
+
+  def total(choice):
+    return _objective(grid, rand, index, choice) + unary[np.arange(n_images), choice].mean()
+
+  choices, totals = coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 20,
+                                                    rand_index=index, unary=unary)
+  for choice, value in zip(choices, totals):
+    assert value == pytest.approx(total(choice), rel=1e-5)
+  assert len(totals) >= 2 and np.all(np.diff(totals) < 0)
+  final = choices[-1]
+  for n in range(n_images):  # no single image can lower J + mean unary
+    for g in range(n_boxes):
+      moved = final.copy()
+      moved[n] = g
+      assert total(moved) >= totals[-1] - 1e-6
+  plain, _ = coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 20,
+                                             rand_index=index)
+  assert final.tolist() != plain[-1].tolist()  # the cost changed where the descent ends
+  with pytest.raises(ValueError, match="unary must hold a finite cost"):
+    coloc_search.coordinate_descent(grid, rand, np.zeros(n_images, int), 1, rand_index=index,
+                                    unary=unary[:, :3])
+
+
 def test_a_rank_chooses_between_boxes_of_equal_loss_and_moves_without_raising_it():
   n_images, dim = 4, 6
   eye = np.eye(dim)
@@ -191,6 +221,24 @@ def test_the_search_compares_each_box_with_random_crops_of_its_scale_and_stays_i
   with pytest.raises(ValueError, match="prefer_smaller needs moves='sequential'"):
     coloc_search.search(describe, 4, randoms, grid, rounds=1, moves="simultaneous",
                         prefer_smaller=True)
+  # A score that makes the object's box dear sends every image elsewhere; at weight 0
+  # (or without a score) eq. (1) alone decides, as above.
+  scored = []
+
+  def score(n, theta):
+    scored.append(len(theta))
+    return np.where(theta[:, 0] == 0.5, 1.0, 0.0)
+
+  for weight, box in ((0.0, [0.5, 0.0, 0.0]), (10.0, [1.0, 0.0, 0.0])):
+    thetas, _, _ = coloc_search.search(describe, 4, randoms, grid, rounds=3, within=True,
+                                       prefer_smaller=True, score=score, score_weight=weight)
+    assert thetas[-1].tolist() == [box] * 4
+  assert scored == [2] * 4  # asked once per image, only when weighed
+  with pytest.raises(ValueError, match="A score needs moves='sequential'"):
+    coloc_search.search(describe, 4, randoms, grid, rounds=1, moves="simultaneous",
+                        score=score, score_weight=1.0)
+  with pytest.raises(ValueError, match="score_weight must be a finite number >= 0"):
+    coloc_search.search(describe, 4, randoms, grid, rounds=1, score=score, score_weight=-1.0)
 
 
 def test_best_response_refuses_what_it_cannot_compare():

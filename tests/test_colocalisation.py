@@ -173,6 +173,33 @@ def test_the_search_variant_chooses_boxes_over_a_grid(straight, coloc_mnist, tmp
                                             **{**small, "search.scales": (0.5,)}), str(tmp_path))
 
 
+@pytest.mark.slow
+def test_the_confidence_term_weighs_the_encoders_largest_class_probability(straight,
+                                                                           coloc_mnist,
+                                                                           tmp_path):
+  """At a weight that outweighs eq. (1), each image takes the grid box where the encoder
+  is surest of some class: the term is 1 - its largest probability, read at the box."""
+  encoder_dir = os.path.join(straight[0], "encoder")
+  small = {"encoder_from": encoder_dir, "search.scales": (0.333, 0.5, 1.0),
+           "search.positions": 5, "search.random_crops": 2, "search.rounds": 3,
+           "search.refine_rounds": 0, "search.confidence_weight": 1e6}
+  config = smoke_config(coloc_mnist, "t,8,search,confidence,smoke", **small)
+  results = coloc.train_colocalisation(config, str(tmp_path))
+  images, _ = coloc._dataset(config)
+  encoder, params = coloc.encoder_from_run(encoder_dir)
+  grid = coloc_search.box_grid([0.333, 0.5, 1.0], 5)
+  grid = grid[coloc_search.inside(grid)]
+  surest = []
+  for image in images:
+    crops = ops.warp(jnp.broadcast_to(image, (len(grid), *image.shape)), jnp.asarray(grid),
+                     (28, 28), transform="attention")
+    logits = np.asarray(encoder.apply({"params": params}, crops), np.float64)[:, -10:]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    surest.append(grid[int(np.argmax(probs.max(-1) / probs.sum(-1)))])
+  np.testing.assert_allclose(results["theta"], np.stack(surest), atol=1e-6)
+  assert results["config"]["search"]["confidence_weight"] == 1e6
+
+
 def test_a_workdir_of_another_class_or_encoder_is_refused(straight, coloc_mnist):
   workdir, _ = straight
   with pytest.raises(ValueError, match="another run: data.digit_class: 8 there, 3 here"):
@@ -226,10 +253,22 @@ def test_config_variants_and_errors(coloc_mnist, tmp_path):
   assert d.encoder.data.mnist_dir == "/somewhere"
   with pytest.raises(ValueError, match="Unknown variant 'x'. Valid variant parts "
                      "\\(dataset: t, tc; digit: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; search: search; "
-                     "smoke: smoke\\)"):
+                     "confidence: confidence; smoke: smoke\\)"):
     load_config("t,x")
   with pytest.raises(ValueError, match="names the dataset twice"):
     load_config("t,tc")
+  # `confidence` (ours) adds the encoder's confidence to the search; eq. (1) alone without.
+  assert load_config("tc,7,search").search.confidence_weight == 0.0
+  assert load_config("tc,7,search,confidence").search.confidence_weight == 0.1
+  with pytest.raises(ValueError, match="'confidence' adds a term to the search: name both"):
+    load_config("t,8,confidence")
+  for weight in (-0.1, float("nan")):
+    with pytest.raises(ValueError, match="search.confidence_weight must be a finite number"):
+      coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,smoke", **{
+          "search.confidence_weight": weight}), str(tmp_path))
+  with pytest.raises(ValueError, match="confidence_weight needs search.moves='sequential'"):
+    coloc.train_colocalisation(smoke_config(coloc_mnist, "t,8,search,confidence,smoke", **{
+        "search.moves": "simultaneous", "search.prefer_smaller": False}), str(tmp_path))
   with pytest.raises(ValueError, match="data.size must be at least 2"):
     coloc.train_colocalisation(smoke_config(coloc_mnist, **{"data.size": 1}), str(tmp_path))
   with pytest.raises(ValueError, match="model_kwargs.out_hw must be the encoder's input"):

@@ -247,37 +247,50 @@ def test_the_colocalisation_section_shows_each_class_beside_the_paper(tmp_path):
   spec.loader.exec_module(make_coloc)
   docs, runs = tmp_path / "docs", tmp_path / "runs"
   assert make_coloc.section_lines(docs) == []  # nothing committed: no section
-  assert len(make_coloc.runs_of()) == 22  # T and TC x 10 classes, and the paper's SGD twice
+  # T and TC x 10 classes, with eq. (1) alone and with the confidence, and the paper's SGD
+  # twice.
+  assert len(make_coloc.runs_of()) == 42
   config = make_coloc._config(("tc", 3, "search"), runs)
   assert (config.optimizer, config.data.distortion, config.data.digit_class) == ("search",
                                                                                  "TC", 3)
+  assert config.search.confidence_weight == 0.0
   assert config.encoder_from == str(runs / make_coloc.ENCODER)
+  assert make_coloc._config(("tc", 3, "confidence"), runs).search.confidence_weight > 0
   assert make_coloc._config(("t", 8, "sgd"), runs).optimizer == "sgd"
-  # Finished runs: T 0 and 1 searched, TC 0 searched, T 8 by SGD.
+  # Finished runs: T 0 both ways, T 1 and TC 0 with eq. (1) alone, TC 0 with the
+  # confidence, T 8 by SGD.
   for run, share, secs in ((("t", 0, "search"), 0.97, 150.0), (("t", 1, "search"), 0.91, 140.0),
-                           (("tc", 0, "search"), 0.8, 160.0), (("t", 8, "sgd"), 0.0, 300.0)):
+                           (("t", 0, "confidence"), 0.99, 120.0),
+                           (("tc", 0, "search"), 0.8, 160.0),
+                           (("tc", 0, "confidence"), 0.85, 130.0),
+                           (("t", 8, "sgd"), 0.0, 300.0)):
     workdir = runs / make_coloc.run_name(*run)
     workdir.mkdir(parents=True)
     (workdir / "results.json").write_text(json.dumps(
         {"localised": share, "mean_iou": 0.6, "scale": 0.4, "wall_seconds_this_session": secs}))
   make_coloc.commit(runs, docs)
   assert sorted(p.name for p in (docs / "results" / "coloc").iterdir()) == [
-      "coloc_t_0.json", "coloc_t_1.json", "coloc_t_8_sgd.json", "coloc_tc_0.json"]
+      "coloc_t_0.json", "coloc_t_0_confidence.json", "coloc_t_1.json", "coloc_t_8_sgd.json",
+      "coloc_tc_0.json", "coloc_tc_0_confidence.json"]
   page = "\n".join(make_coloc.section_lines(docs))
-  assert "| 0 | 97% | 100% | 80% | 75-93% | 150 / 160 |" in page
-  assert "| 1 | 91% | 100% |  | 75-93% | 140 /  |" in page
-  assert "| mean | 94% (2 of 10 classes) | 100% | 80% (1 of 10 classes) | 75-93% | |" in page
+  assert "| 0 | 97% | 99% | 100% | 80% | 85% | 75-93% | 120 / 130 |" in page
+  assert "| 1 | 91% |  | 100% |  |  | 75-93% |  /  |" in page
+  assert ("| mean | 94% (2 of 10 classes) | 99% (1 of 10 classes) | 100% | 80% (1 of 10 "
+          "classes) | 85% (1 of 10 classes) | 75-93% | |") in page
   assert "- T 8: 0% localised, mean IoU 0.600, mean scale 0.40, 300 s" in page
   assert ("`python -m stn_jax.main --config=experiments/colocalisation.py:<t|tc>,<class>,search"
           in page)
   assert "goal" not in page  # not before every class has run
   for k in range(10):  # every T class: one at 89% fails the goal however high the mean
-    workdir = runs / make_coloc.run_name("t", k)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "results.json").write_text(json.dumps(
-        {"localised": 0.89 if k == 4 else 0.99, "mean_iou": 0.7, "scale": 0.35,
-         "wall_seconds_this_session": 100.0}))
+    for method in make_coloc.METHODS:
+      workdir = runs / make_coloc.run_name("t", k, method)
+      workdir.mkdir(parents=True, exist_ok=True)
+      (workdir / "results.json").write_text(json.dumps(
+          {"localised": 0.89 if (k, method) == (4, "search") else 0.99, "mean_iou": 0.7,
+           "scale": 0.35, "wall_seconds_this_session": 100.0}))
   make_coloc.commit(runs, docs)
   page = "\n".join(make_coloc.section_lines(docs))
-  assert ("- **T:** mean 98%, lowest class 89%: the goal (mean at least 95%, every class above "
-          "90%) is not met.") in page
+  assert ("- **T, ours, eq. (1) + confidence:** mean 99%, lowest class 99%: the goal (mean at "
+          "least 95%, every class above 90%) is met.") in page
+  assert ("- **T, ours, eq. (1) alone:** mean 98%, lowest class 89%: the goal (mean at least "
+          "95%, every class above 90%) is not met.") in page

@@ -191,7 +191,7 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0,
 
 
 def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float = 1.0,
-                       rand_index=None, allowed=None, rank=None, places=None):
+                       rand_index=None, allowed=None, rank=None, places=None, unary=None):
   """Eq. (1) summed over all pairs, minimised over a grid of boxes one image at a time.
 
   The objective is ``J = mean_n mean_{m != n, r} max(0, |c_n - c_m|^2 - |c_n - r_n|^2 +
@@ -217,6 +217,9 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
     places: ``(G, P)`` where each box is (e.g. ``(s, tx, ty)``), with ``rank``: of the
       boxes with the least ``(J, rank)``, an image takes the one nearest its own, not the
       first in the grid's order (which would send boxes of equal loss to one corner).
+    unary: ``(N, G)`` a cost of each image's each box on its own, added to the objective
+      as its mean over the images' boxes: ``J + mean_n unary[n, box_n]`` (e.g. how little
+      the encoder reads a digit there). Default: none.
 
   Returns:
     ``(choices, objective)``: ``(k + 1, N)`` the boxes before the first sweep and after
@@ -233,6 +236,10 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
   if choice.shape != (n_images,) or np.any((choice < 0) | (choice >= n_boxes)):
     raise ValueError(f"start must hold one grid index in [0, {n_boxes}) per image "
                      f"({n_images}); got shape {choice.shape}.")
+  unary = np.zeros((n_images, n_boxes)) if unary is None else np.asarray(unary, np.float64)
+  if unary.shape != (n_images, n_boxes) or not np.all(np.isfinite(unary)):
+    raise ValueError(f"unary must hold a finite cost for each of the {n_boxes} boxes of each "
+                     f"of the {n_images} images; got shape {unary.shape}.")
   # What does not change while boxes move, computed once: each box's distance to its own
   # random crops (N, G, R), and each box's squared length.
   d_rand = np.empty((n_images, n_boxes, rand_desc.shape[2]), np.float32)
@@ -253,7 +260,8 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
     crops = grid_desc[np.arange(n_images), boxes_of]
     pair = _sq_distances(crops, crops)  # (N, N)
     return float(np.mean([np.maximum(0.0, np.delete(pair[n], n)[:, None] - own[n][None]
-                                      + margin).mean() for n in range(n_images)]))
+                                      + margin).mean() for n in range(n_images)])
+                 + unary[np.arange(n_images), boxes_of].mean())
 
   choices, totals = [choice.copy()], [objective(choice)]
   for _ in range(sweeps):
@@ -261,8 +269,11 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
     for n in range(n_images):
       d_pair, others = pair_distances(n, choice)
       own = d_rand[others, choice[others]]  # (M, R): each partner's own random crops
+      # n's share of J times N: its own terms, and the others' with n as their partner;
+      # its unary cost enters J + mean unary at the same scale.
       cost = (np.maximum(0.0, d_pair[:, :, None] - d_rand[n][:, None, :] + margin).mean((1, 2))
-              + np.maximum(0.0, d_pair[:, :, None] - own[None] + margin).mean((1, 2)))
+              + np.maximum(0.0, d_pair[:, :, None] - own[None] + margin).mean((1, 2))
+              + unary[n])
       cost[~allowed[n]] = np.inf
       if rank is None:
         best = int(np.argmin(cost))
@@ -289,7 +300,7 @@ MOVES = ("sequential", "simultaneous")
 
 def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_rounds: int = 0,
            margin: float = 1.0, moves: str = "sequential", within: bool = False,
-           prefer_smaller: bool = False):
+           prefer_smaller: bool = False, score=None, score_weight: float = 0.0):
   """Eq. (1) minimised over boxes: at most ``rounds`` on ``grid`` from the identity, then at
   most ``refine_rounds`` on :func:`local_offsets` around each image's box; each stage
   stops at a fixed point.
@@ -312,6 +323,10 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
     prefer_smaller: of two boxes with the same sum, an image takes the smaller, and of
       boxes alike in both, the nearest its own (``'sequential'`` only:
       :func:`coordinate_descent`'s ``rank``, the box's scale, and ``places``).
+    score, score_weight: ``score(n, theta (G, 3)) -> (G,)`` a cost of each of image
+      ``n``'s boxes on its own; with ``score_weight > 0`` (``'sequential'`` only) the
+      search minimises ``J + score_weight * mean_n score(n, box_n)`` (the ``unary`` of
+      :func:`coordinate_descent`). Default: eq. (1) alone.
 
   Returns:
     ``(thetas, losses, refining)``: ``(k + 1, N, 3)`` every image's box before the first
@@ -324,6 +339,11 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
     raise ValueError(f"moves must be one of {', '.join(MOVES)}, got {moves!r}.")
   if prefer_smaller and moves != "sequential":
     raise ValueError("prefer_smaller needs moves='sequential': best response has no rank.")
+  if not (np.isfinite(score_weight) and score_weight >= 0):
+    raise ValueError(f"score_weight must be a finite number >= 0, got {score_weight}.")
+  scored = score is not None and score_weight > 0
+  if scored and moves != "sequential":
+    raise ValueError("A score needs moves='sequential': best response has no unary cost.")
   grid = np.asarray(grid, np.float32)
   if within:
     grid = grid[inside(grid)]
@@ -337,25 +357,33 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
       return np.asarray(rand_desc), None
     return np.asarray(rand_desc(np.asarray(scales, np.float32))), of_box
 
-  def minimise(desc, rand, start, most, index, allowed, places):
+  def described(boxes):  # boxes (N, G, 3) -> descriptors (N, G, D), weighted scores or None
+    desc, costs = [], []
+    for n in range(num_images):  # each image's score right after its descriptors
+      desc.append(describe(n, boxes[n]))
+      if scored:
+        costs.append(score_weight * np.asarray(score(n, boxes[n]), np.float64))
+    return np.stack(desc), (np.stack(costs) if scored else None)
+
+  def minimise(desc, rand, start, most, index, allowed, places, costs):
     if moves == "simultaneous":
       return best_response(desc, rand, start, most, margin, index, allowed)
     choices, totals = coordinate_descent(desc, rand, start, most, margin, index, allowed,
                                          rank=places[:, 0] if prefer_smaller else None,
-                                         places=places)
+                                         places=places, unary=costs)
     return choices, totals[1:]
 
-  grid_desc = np.stack([describe(n, grid) for n in range(num_images)])
+  grid_desc, grid_costs = described(np.broadcast_to(grid, (num_images, *grid.shape)))
   scales, of_box = np.unique(grid[:, 0], return_inverse=True)
   rand, index = randoms(np.broadcast_to(scales, (num_images, len(scales))), of_box)
   choices, losses = minimise(grid_desc, rand, np.full(num_images, identity[0]), rounds, index,
-                             None, grid)
+                             None, grid, grid_costs)
   thetas = [grid[c] for c in choices]
   coarse = len(thetas)
   if refine_rounds:
     offsets = local_offsets()
     fine = refined_grids(thetas[-1], offsets)
-    fine_desc = np.stack([describe(n, fine[n]) for n in range(num_images)])
+    fine_desc, fine_costs = described(fine)
     factors, of_offset = np.unique(offsets[:, 0], return_inverse=True)
     rand, index = randoms(np.abs(thetas[-1][:, :1]) * factors[None], of_offset)
     centre = int(np.flatnonzero(np.all(offsets == np.array([1.0, 0, 0], np.float32), -1))[0])
@@ -363,7 +391,7 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
     if allowed is not None:
       allowed[:, centre] = True  # where each image is: it may stay
     fine_choices, fine_losses = minimise(fine_desc, rand, np.full(num_images, centre),
-                                         refine_rounds, index, allowed, offsets)
+                                         refine_rounds, index, allowed, offsets, fine_costs)
     thetas += [fine[np.arange(num_images), c] for c in fine_choices[1:]]
     losses = np.concatenate([losses, fine_losses])
   return np.stack(thetas), np.asarray(losses), np.arange(len(thetas)) >= coarse

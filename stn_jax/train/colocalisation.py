@@ -153,6 +153,12 @@ def _check_search(s):
   if s.prefer_smaller and s.moves != "sequential":
     raise ConfigError("search.prefer_smaller needs search.moves='sequential' (best response "
                       "has no order between boxes of equal loss).")
+  if not (math.isfinite(s.confidence_weight) and s.confidence_weight >= 0):
+    raise ConfigError(f"search.confidence_weight must be a finite number >= 0, got "
+                      f"{s.confidence_weight}.")
+  if s.confidence_weight > 0 and s.moves != "sequential":
+    raise ConfigError("search.confidence_weight needs search.moves='sequential' (best "
+                      "response has no cost of a box on its own).")
   if s.layers not in DESCRIPTOR_LAYERS:
     raise ConfigError(f"search.layers must be one of {', '.join(DESCRIPTOR_LAYERS)}, got "
                       f"{s.layers!r}.")
@@ -372,26 +378,43 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
   Only the images and the encoder choose the boxes; the true boxes score them."""
   s = config.search
   part = descriptor_part(enc_params, s.layers)
-  prep = coloc_search.unit_length if config.normalize_features else np.asarray
+
+  def prep(e):  # the encoder's whole output (G, D) -> the descriptor
+    d = np.asarray(e)[:, part]
+    return coloc_search.unit_length(d) if config.normalize_features else d
 
   @jax.jit
   def describe_crops(theta, x):
     crops = ops.warp(x, theta, _ENCODER_HW, transform="attention")
-    return encoder.apply({"params": enc_params}, crops)[:, part]
+    return encoder.apply({"params": enc_params}, crops)
 
   data = jnp.asarray(images)
 
-  def describe(n, theta, chunk=int(config.eval_batch_size)):
-    out = [np.asarray(describe_crops(jnp.asarray(theta[i:i + chunk]),
-                                     jnp.broadcast_to(data[n], (len(theta[i:i + chunk]),
-                                                                *data.shape[1:]))))
-           for i in range(0, len(theta), chunk)]
-    return prep(np.concatenate(out)).astype(np.float32)
+  last = {}  # the encoder's outputs at the boxes of the last call, for score()
+
+  def outputs(n, theta, chunk=int(config.eval_batch_size)):
+    tag = (n, np.asarray(theta, np.float32).tobytes())
+    if last.get("tag") != tag:
+      last["out"] = np.concatenate([
+          np.asarray(describe_crops(jnp.asarray(theta[i:i + chunk]),
+                                    jnp.broadcast_to(data[n], (len(theta[i:i + chunk]),
+                                                               *data.shape[1:]))))
+          for i in range(0, len(theta), chunk)])
+      last["tag"] = tag
+    return last["out"]
+
+  def describe(n, theta):
+    return prep(outputs(n, theta)).astype(np.float32)
+
+  def score(n, theta):  # ours: 1 - the encoder's largest class probability at each box
+    logits = outputs(n, theta)[:, -10:].astype(np.float64)
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return 1.0 - z.max(-1) / z.sum(-1)
 
   key = jax.random.PRNGKey(config.seed)
 
   def encode(crops):
-    return prep(np.asarray(encoder.apply({"params": enc_params}, crops))[:, part])
+    return prep(np.asarray(encoder.apply({"params": enc_params}, crops)))
 
   if config.random_crop == "same_scale":
     calls = []
@@ -423,7 +446,8 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
   thetas, losses, refining = coloc_search.search(
       describe, len(images), rand_desc, grid, int(s.rounds), int(s.refine_rounds),
       float(config.margin), moves=s.moves, within=bool(s.within),
-      prefer_smaller=bool(s.prefer_smaller))
+      prefer_smaller=bool(s.prefer_smaller), score=score,
+      score_weight=float(s.confidence_weight))
   rounds = []
   for r, theta in enumerate(thetas):
     ious = box_iou(box_from_theta(theta, images.shape[1:3]), boxes)
