@@ -9,8 +9,9 @@ minimised over a grid instead: :func:`coordinate_descent` lets each image in tur
 box that lowers eq. (1) summed over all pairs, given the others' boxes, so the sum never
 rises and the search stops where no single image can lower it; :func:`best_response`
 (every image at once, against the others' boxes of the round before) is the earlier
-alternative. Each box can be compared with random crops of its own scale. Only the images
-and the encoder are used; no box or label.
+alternative. Each box can be compared with random crops of its own scale, and a cost of
+each box on its own (``unary``; the loop's ``search.confidence_weight``, ours) can join
+eq. (1). Only the images and the encoder are used; no box or label.
 
 Descriptors are NumPy arrays; the functions here are pure and small enough to test with
 hand-made ones. The co-localisation loop (``optimizer='search'``) and
@@ -331,7 +332,8 @@ def search(describe, num_images: int, rand_desc, grid, rounds: int, refine_round
   Returns:
     ``(thetas, losses, refining)``: ``(k + 1, N, 3)`` every image's box before the first
     round and after each of the ``k`` rounds that moved a box, ``(k,)`` the loss after
-    each round (``'sequential'``: eq. (1)'s mean over all pairs; ``'simultaneous'``: each
+    each round (``'sequential'``: eq. (1)'s mean over all pairs, plus the weighted
+    score's mean when there is one; ``'simultaneous'``: each
     image's loss against the round before's boxes, averaged), and ``(k + 1,)`` whether each
     row came from a refining round.
   """

@@ -38,7 +38,10 @@ The choices the paper leaves open (docs/paper_notes.md, "Co-localisation trainin
   pairs; the mean is the same direction, scaled).
 - **Optimiser:** SGD on the localiser (the paper's), or, with ``optimizer='search'``
   (ours, the ``search`` variant), eq. (1) minimised over a grid of boxes
-  (:mod:`stn_jax.train.coloc_search`): no localiser is trained, and the run writes
+  (:mod:`stn_jax.train.coloc_search`), plus, with ``search.confidence_weight > 0`` (ours,
+  the ``confidence`` variant part), that weight times the mean over images of 1 - the
+  encoder's largest class probability at each image's box: no localiser is trained, and
+  the run writes
   ``results.json`` (with each round's share localised and boxes), ``colocalisation.png`` and
   ``colocalisation_rounds.png`` (:func:`rounds_picture`) only.
   ``learn_scale=False`` holds the localiser's ``s`` at its start.
