@@ -32,7 +32,8 @@ SGD_CLASSES = (8,)  # the paper's own method, beside ours, for the class of its 
 METHODS = ("search", "confidence")
 PAPER = {"t": "100", "tc": "75-93"}  # TC: the range over the classes the supplement gives
 ENCODER = "coloc_encoder"
-PICTURE = ("t", 8, "confidence")  # whose rounds are drawn, as the supplement's Fig. 1 draws an 8
+# Whose rounds are drawn, as the supplement's Fig. 1 draws an 8.
+PICTURE = ("t", 8, "confidence")
 
 
 def run_name(dataset: str, digit: int, method: str = "search") -> str:

@@ -23,9 +23,8 @@ eq. (1) plus a term of ours: 0.1 times the mean over images of 1 - the encoder's
 class probability at the image's box (``search.confidence_weight``). Add ``smoke`` for a
 tiny encoder and a few steps on a few images (what the tests run), e.g. ``:t,8,smoke``.
 MNIST comes from ``$STN_MNIST_DIR`` (IDX files), or ``--config.data.source=tfds`` downloads
-it. The loop is
-``stn_jax.train.colocalisation.train_colocalisation``. docs/paper_notes.md ("Co-localisation
-training") lists the choices and the alternatives behind ``normalize_features``,
+it. The loop is ``stn_jax.train.colocalisation.train_colocalisation``. docs/paper_notes.md
+("Co-localisation training") lists the choices and the alternatives behind ``normalize_features``,
 ``random_crop``, ``init_scale``, ``learn_scale`` and the search. With the paper's SGD none of
 them has localised the digits in our runs; the search's results, with eq. (1) alone and with
 the confidence, are in docs/results.md ("Supplementary Table 2") and how they were chosen in
