@@ -212,8 +212,8 @@ def section_lines(docs: pathlib.Path) -> list:
               "green, ours red, IoU below), as the supplement's Fig. 1 shows them after "
               "several SGD steps:", "",
               f"![co-localisation rounds](results/{picture.name})", ""]
-  lines += ["Each cell: `" + command("<t|tc>", "<class>") + "` (eq. (1) alone), and",
-            "the same with `,search,confidence` in place of `,search`; the paper's",
+  lines += ["Each cell of + confidence: `" + command("<t|tc>", "<class>", "confidence") + "`;",
+            "of eq. (1) alone: `" + command("<t|tc>", "<class>") + "`; the paper's",
             f"method: the same without `,search` (`{command('t', 8, 'sgd')}`). The",
             "encoder is trained once by `python docs/make_coloc.py run` (or by a run without",
             "`encoder_from`, in its `workdir/encoder`). Seconds: each run's wall time on the",
