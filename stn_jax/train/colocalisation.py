@@ -381,6 +381,7 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
   Only the images and the encoder choose the boxes; the true boxes score them."""
   s = config.search
   part = descriptor_part(enc_params, s.layers)
+  logits_part = descriptor_part(enc_params, "logits")
 
   def prep(e):  # the encoder's whole output (G, D) -> the descriptor
     d = np.asarray(e)[:, part]
@@ -410,7 +411,7 @@ def _search(config, workdir, images, boxes, encoder, enc_params, encoder_info, t
     return prep(outputs(n, theta)).astype(np.float32)
 
   def score(n, theta):  # ours: 1 - the encoder's largest class probability at each box
-    logits = outputs(n, theta)[:, -10:].astype(np.float64)
+    logits = outputs(n, theta)[:, logits_part].astype(np.float64)
     z = np.exp(logits - logits.max(-1, keepdims=True))
     return 1.0 - z.max(-1) / z.sum(-1)
 
