@@ -67,7 +67,6 @@ _REQUIRED_SPLITS = ("train", "test")
 _OPTIONAL_SPLITS = ("extra",)
 _MAT_NAME = "digitStruct.mat"
 _BOX_FIELDS = ("left", "top", "width", "height")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _HOMEPAGE = "http://ufldl.stanford.edu/housenumbers/"
 
 _log = logging.getLogger(__name__)
