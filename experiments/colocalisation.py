@@ -23,7 +23,7 @@ eq. (1) plus a term of ours: 0.1 times the mean over images of 1 - the encoder's
 class probability at the image's box (``search.confidence_weight``). Add ``smoke`` for a
 tiny encoder and a few steps on a few images (what the tests run), e.g. ``:t,8,smoke``.
 MNIST comes from ``$STN_MNIST_DIR`` (IDX files), or ``--config.data.source=tfds`` downloads
-it. The loop is ``stn_jax.train.colocalisation.train_colocalisation``. docs/paper_notes.md
+it. The trainer is ``stn_jax.colocalisation.trainer.train_colocalisation``. docs/paper_notes.md
 ("Co-localisation training") lists the choices and the alternatives behind ``normalize_features``,
 ``random_crop``, ``init_scale``, ``learn_scale`` and the search. With the paper's SGD none of
 them has localised the digits in our runs; the search's results, with eq. (1) alone and with
@@ -35,8 +35,9 @@ confidence").
 import ml_collections
 from ml_collections import config_dict
 
-from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, mnist_source,
-                                  parse_variant)
+from stn_jax.train.config import base_config, mnist_source, parse_variant, sibling
+
+distorted_mnist = sibling(__file__, "distorted_mnist")
 
 DISTORTIONS = {"t": "T", "tc": "TC"}
 CONFIDENCE_WEIGHT = 0.1  # search.confidence_weight with the `confidence` variant part
@@ -70,50 +71,8 @@ def get_config(arg=None):
   # eq. (1) minimised over a grid of boxes (search.moves says how), on unit-length
   # descriptors (docs/lab_notes.md, "Co-localisation: the search that localises").
   c.optimizer = "sgd"
-  c.search = ml_collections.ConfigDict()
-  c.search.scales = (0.3, 0.333, 0.36, 0.38, 0.4, 0.43, 0.46, 0.5, 0.6, 0.7, 1.0)
-  c.search.positions = 19  # box centres per axis, over [-0.9, 0.9] (steps of 4.2 px)
-  # Rounds run until no image changes its box (a fixed point), at most
-  # `rounds`; then at most `refine_rounds` on a grid of 1 px steps and +-10% scales around
-  # each box. The counts are caps, not chosen: eq. (1) decides when to stop, not the true
-  # boxes.
-  c.search.rounds = 10
-  c.search.refine_rounds = 10
-  # The descriptor: the paper's three layers ('all'; 'late': conv block 2 and the logits;
-  # 'logits'). On a validation set (T 7, data.seed=1) 'all' localised 74%, 'late' 24%.
-  c.search.layers = "all"
-  # Ours: minimise eq. (1) plus this weight times the mean over images of 1 - the
-  # encoder's largest class probability at the image's box (0: eq. (1) alone).
-  c.search.confidence_weight = 0.0
-  c.search.random_crops = 16  # I_n^rand per image (and, with 'same_scale', per scale)
-  # 'sequential': one image at a time takes the box that lowers eq. (1) summed over all
-  # pairs (coordinate descent: the sum never rises, and a round that moves nothing ends
-  # it). 'simultaneous': every image takes its best box against the others' boxes of the
-  # round before (best response; the sum can rise).
-  c.search.moves = "sequential"
-  c.search.within = True  # only boxes inside the image, as the random crops are
-  # Of two boxes with the same sum, take the smaller ('sequential' only; True with
-  # `search`): once every hinge is inactive, eq. (1) cannot tell a box from a larger one
-  # holding it.
-  c.search.prefer_smaller = False
-  if v["search"]:
-    c.optimizer = "search"
-    c.normalize_features = True
-    c.random_crop = "same_scale"  # I_n^rand: windows of each candidate box's own scale
-    c.search.prefer_smaller = True
-    # Unit-length descriptors put squared distances in [0, 4] (about 10^3 for raw ones,
-    # against which the paper's alpha = 1 is small), so alpha = 1 keeps every hinge active
-    # and the loss linear. 0.1 was chosen on validation sets (data.seed=1) from 1, 0.1 and
-    # 0.01 (docs/lab_notes.md, "The margin and ties between boxes").
-    c.margin = 0.1
-  if v["confidence"]:
-    if not v["search"]:
-      raise ValueError("The variant part 'confidence' adds a term to the search: name both, "
-                       "e.g. colocalisation.py:tc,7,search,confidence.")
-    # Ours: eq. (1) plus CONFIDENCE_WEIGHT times how little the encoder reads a digit in each
-    # box (1 - its largest class probability), chosen on validation sets (data.seed=1;
-    # docs/lab_notes.md, "The encoder's confidence").
-    c.search.confidence_weight = CONFIDENCE_WEIGHT
+  c.search = _search_settings()
+  _search_variant(c, v)
   # Not given by the paper: SGD with momentum 0.9 (the project's default) on batches of 32
   # random pairs at a fixed rate, for 1000 steps (its Fig. 1 localises by step ~180).
   c.batch_size = 32
@@ -136,6 +95,59 @@ def get_config(arg=None):
   return c
 
 
+def _search_settings():
+  """The settings of ``optimizer='search'`` (ours), as eq. (1) alone uses them."""
+  s = ml_collections.ConfigDict()
+  s.scales = (0.3, 0.333, 0.36, 0.38, 0.4, 0.43, 0.46, 0.5, 0.6, 0.7, 1.0)
+  s.positions = 19  # box centres per axis, over [-0.9, 0.9] (steps of 4.2 px)
+  # Rounds run until no image changes its box (a fixed point), at most
+  # `rounds`; then at most `refine_rounds` on a grid of 1 px steps and +-10% scales around
+  # each box. The counts are caps, not chosen: eq. (1) decides when to stop, not the true
+  # boxes.
+  s.rounds = 10
+  s.refine_rounds = 10
+  # The descriptor: the paper's three layers ('all'; 'late': conv block 2 and the logits;
+  # 'logits'). On a validation set (T 7, data.seed=1) 'all' localised 74%, 'late' 24%.
+  s.layers = "all"
+  # Ours: minimise eq. (1) plus this weight times the mean over images of 1 - the
+  # encoder's largest class probability at the image's box (0: eq. (1) alone).
+  s.confidence_weight = 0.0
+  s.random_crops = 16  # I_n^rand per image (and, with 'same_scale', per scale)
+  # 'sequential': one image at a time takes the box that lowers eq. (1) summed over all
+  # pairs (coordinate descent: the sum never rises, and a round that moves nothing ends
+  # it). 'simultaneous': every image takes its best box against the others' boxes of the
+  # round before (best response; the sum can rise).
+  s.moves = "sequential"
+  s.within = True  # only boxes inside the image, as the random crops are
+  # Of two boxes with the same sum, take the smaller ('sequential' only; True with
+  # `search`): once every hinge is inactive, eq. (1) cannot tell a box from a larger one
+  # holding it.
+  s.prefer_smaller = False
+  return s
+
+
+def _search_variant(c, v):
+  """The `search` and `confidence` variant parts."""
+  if v["search"]:
+    c.optimizer = "search"
+    c.normalize_features = True
+    c.random_crop = "same_scale"  # I_n^rand: windows of each candidate box's own scale
+    c.search.prefer_smaller = True
+    # Unit-length descriptors put squared distances in [0, 4] (about 10^3 for raw ones,
+    # against which the paper's alpha = 1 is small), so alpha = 1 keeps every hinge active
+    # and the loss linear. 0.1 was chosen on validation sets (data.seed=1) from 1, 0.1 and
+    # 0.01 (docs/lab_notes.md, "The margin and ties between boxes").
+    c.margin = 0.1
+  if v["confidence"]:
+    if not v["search"]:
+      raise ValueError("The variant part 'confidence' adds a term to the search: name both, "
+                       "e.g. colocalisation.py:tc,7,search,confidence.")
+    # Ours: eq. (1) plus CONFIDENCE_WEIGHT times how little the encoder reads a digit in each
+    # box (1 - its largest class probability), chosen on validation sets (data.seed=1;
+    # docs/lab_notes.md, "The encoder's confidence").
+    c.search.confidence_weight = CONFIDENCE_WEIGHT
+
+
 def _encoder_config(c, smoke_encoder):
   """``distorted_mnist.py:plain,cnn`` for ``encoder_steps`` steps, its learning rate divided
   by ten after each third of them (the paper's 150k steps with /10 every 50k, compressed).
@@ -143,14 +155,7 @@ def _encoder_config(c, smoke_encoder):
   Its step count, schedule, seed, MNIST source and TensorBoard switch follow this config's
   (``encoder_steps``, ``seed``, ``data.source``, ``data.mnist_dir``, ``tensorboard``).
   """
-  # What distorted_mnist.py:plain,cnn (with smoke: plain,cnn,smoke) gives.
-  enc = base_config()
-  mnist_data(enc)
-  enc.task = "distorted_mnist"
-  enc.model = "cnn"
-  enc.data.distortion = None
-  if smoke_encoder:
-    mnist_smoke(enc, num_steps=6, decay_every=4, every=3)
+  enc = distorted_mnist.get_config("plain,cnn,smoke" if smoke_encoder else "plain,cnn")
   steps = c.get_ref("encoder_steps")
   enc.num_steps = steps
   enc.decay_every = (steps + 2) // 3

@@ -21,8 +21,9 @@ the rate; the page's TC ST-CNN is ``:tc,st_cnn,results,loc0.3`` (chosen on the v
 split: docs/paper_notes.md, "First results").
 """
 
-from stn_jax.train.config import (base_config, mnist_data, mnist_smoke, parse_variant,
-                                  results_budget)
+from stn_jax.train.config import base_config, mnist_data, parse_variant, sibling
+
+common = sibling(__file__, "common")
 
 DISTORTIONS = {"r": "R", "rts": "RTS", "p": "P", "e": "E", "tc": "TC", "plain": None}
 LOC_RATES = {"loc0.1": 0.1, "loc0.3": 0.3}  # the localisation net's fraction of the rate
@@ -49,8 +50,8 @@ def get_config(arg=None):
                        f"not {v['model']}.")
     c.localization_lr_multiplier = LOC_RATES[v["loc"]]
   if v["results"]:
-    results_budget(c)
+    common.results_budget(c)
   if v["smoke"]:  # a few steps on a few digits (what the tests run)
-    mnist_smoke(c, num_steps=6, decay_every=4, every=3)
+    common.mnist_smoke(c, num_steps=6, decay_every=4, every=3)
   c.lock()
   return c

@@ -17,8 +17,9 @@ parameter count (400k here).
 MNIST comes from ``$STN_MNIST_DIR``, or ``--config.data.source=tfds``.
 """
 
-from stn_jax.train.config import (RESULTS_BATCH, base_config, mnist_data, mnist_smoke,
-                                  parse_variant, results_budget)
+from stn_jax.train.config import base_config, mnist_data, parse_variant, sibling
+
+common = sibling(__file__, "common")
 
 # The budget of docs/results.md's addition table, chosen on the validation split
 # (docs/lab_notes.md, "MNIST addition"): at Table 1's 3000 steps every model is still at
@@ -43,8 +44,8 @@ def get_config(arg=None):
                        f"not {v['model']}.")
     c.model_kwargs.transform = v["transform"]
   if v["results"]:
-    results_budget(c, RESULTS_STEPS, RESULTS_BATCH, decay_at=RESULTS_DECAY_AT)
+    common.results_budget(c, RESULTS_STEPS, common.RESULTS_BATCH, decay_at=RESULTS_DECAY_AT)
   if v["smoke"]:  # a few steps on a few digits (what the tests run)
-    mnist_smoke(c, num_steps=4, decay_every=2, every=2)
+    common.mnist_smoke(c, num_steps=4, decay_every=2, every=2)
   c.lock()
   return c

@@ -15,11 +15,13 @@ train + extra less 5k validation numbers (--config.data.use_extra=False for
 train alone).
 """
 
-from stn_jax.train.config import svhn_base, svhn_smoke
+from stn_jax.train.config import sibling
+
+common = sibling(__file__, "common")
 
 
 def get_config(arg=None):
-  c, v = svhn_base(arg)
+  c, v = common.svhn_base(arg)
   c.model = "svhn_cnn"
   # Supplementary 1.4: 400k steps of SGD, batch 128, 0.01 divided by ten every 80k,
   # weight decay 0.0005 (dropout 0.5 is the models' default).
@@ -32,6 +34,6 @@ def get_config(arg=None):
   c.eval_every = 10_000
   c.checkpoint_every = 5000
   if v["smoke"]:
-    svhn_smoke(c)
+    common.svhn_smoke(c)
   c.lock()
   return c

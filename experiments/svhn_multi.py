@@ -8,11 +8,13 @@ The variants (64, 128, offline, smoke) and the data are as in svhn_cnn.py; the
 paper's settings are below, as there, with the localisation nets at a tenth of the rate.
 """
 
-from stn_jax.train.config import svhn_base, svhn_smoke
+from stn_jax.train.config import sibling
+
+common = sibling(__file__, "common")
 
 
 def get_config(arg=None):
-  c, v = svhn_base(arg)
+  c, v = common.svhn_base(arg)
   c.model = "st_cnn_multi"
   # Supplementary 1.4: 400k steps of SGD, batch 128, 0.01 divided by ten every 80k,
   # weight decay 0.0005, localisation nets at a tenth of the base rate (dropout 0.5 is
@@ -27,6 +29,6 @@ def get_config(arg=None):
   c.eval_every = 10_000
   c.checkpoint_every = 5000
   if v["smoke"]:
-    svhn_smoke(c)
+    common.svhn_smoke(c)
   c.lock()
   return c

@@ -48,13 +48,6 @@ def _define_flags():
   flags.mark_flags_as_required(["workdir"])
 
 
-def _fail(message, code=1):
-  line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-  sys.stdout.flush()
-  sys.stderr.write(f"error: {line}\n")
-  raise SystemExit(code)
-
-
 def run_config(workdir: str):
   """The config a run was trained with, read from its ``config.json``."""
   import ml_collections  # pylint: disable=import-outside-toplevel
@@ -67,21 +60,17 @@ def run_config(workdir: str):
 
 
 def main(argv):
-  if len(argv) > 1:
-    _fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
-  from stn_jax.errors import StnError  # pylint: disable=import-outside-toplevel
-  from stn_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  from stn_jax import cli  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import trainers  # pylint: disable=import-outside-toplevel
+  cli.check_positional(argv)
   workdir = _FLAGS["workdir"].value
-  try:
+  with cli.user_errors():
     config = _FLAGS["config"].value if _FLAGS["config"].value is not None else run_config(workdir)
-    if config.get("task") == "colocalisation":
-      raise FileNotFoundError("A co-localisation run has no held-out sets: its results.json "
-                              "and colocalisation.png are its evaluation.")
-    out = trainer.evaluate_checkpoint(config, workdir, which=_FLAGS["checkpoint"].value,
-                                      sets=_FLAGS["sets"].value,
-                                      pictures_of=_FLAGS["pictures"].value)
-  except (StnError, FileNotFoundError) as e:
-    _fail(e, getattr(e, "exit_code", 1))
+    trainer = trainers.get(trainers.name_for(config))
+    if trainer.evaluate is None:
+      raise FileNotFoundError(trainer.not_evaluable)
+    out = trainer.evaluate(config, workdir, which=_FLAGS["checkpoint"].value,
+                           sets=_FLAGS["sets"].value, pictures_of=_FLAGS["pictures"].value)
   for name, r in out["sets"].items():
     print(f"{name} error: {100 * r['error']:.2f}% ({int(r['examples'])} examples), "
           f"loss {r['loss']:.4f}")

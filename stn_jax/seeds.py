@@ -113,13 +113,12 @@ def run_seeds(config, workdir: str, seeds) -> dict:
 
 def _main(argv):
   from absl import flags, logging  # pylint: disable=import-outside-toplevel
-  from stn_jax import main as entry  # pylint: disable=import-outside-toplevel
-  # pylint: disable=protected-access
-  if len(argv) > 1:
-    entry._fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags are written --name=value.")
-  with entry._user_errors():  # one 'error:' line for what the user can fix, as main's
+  from stn_jax import cli  # pylint: disable=import-outside-toplevel
+  from stn_jax.runtime import events  # pylint: disable=import-outside-toplevel
+  cli.check_positional(argv)
+  events.load_hooks()
+  with cli.user_errors():  # one 'error:' line for what the user can fix, as main's
     summary = run_seeds(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.seeds)
-  # pylint: enable=protected-access
   for name in ("validation_error", "test_error"):
     if name in summary["stats"]:
       s = summary["stats"][name]
@@ -129,8 +128,9 @@ def _main(argv):
 
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=ungrouped-imports
+  from stn_jax import cli
   # The entry point's flags (--config, --workdir and the multi-process ones) and its
   # parser, which starts JAX's distributed runtime when several processes are given.
-  from stn_jax import main as entry
+  cli.define_run_flags()
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run, each in WORKDIR/seed_<s>.")
-  app.run(_main, flags_parser=entry._parse_flags)  # pylint: disable=protected-access
+  app.run(_main, flags_parser=cli.parse_flags)

@@ -30,161 +30,20 @@ their own shards, so their iterator positions are the same.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
-import re
 import shutil
-import sys
-import threading
-import warnings
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from stn_jax.errors import CheckpointError, ConfigError
-from stn_jax.train import faults
+from stn_jax.runtime import events, quiet
 
-__all__ = ["Checkpoints", "Resumed", "check_workdir", "json_safe", "params_from", "quiet",
+__all__ = ["Checkpoints", "Resumed", "check_workdir", "json_safe", "params_from",
            "run_identity"]
-
-# Config fields that change nothing the run computes on its way: how long it runs (a run may
-# be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
-# which fixed sets it scores, where the data lies on disk and how it is read (IDX files or
-# TFDS: the same digits). Every other field is part of the
-# run's identity: a workdir refuses to resume a run whose identity differs.
-NOT_IDENTITY = frozenset({
-    "num_steps", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
-    "keep_checkpoints", "pictures", "picture_every", "tensorboard", "eval_batch_size",
-    "num_shown", "data.num_eval", "data.mnist_dir", "data.data_dir", "data.source",
-    "data.validation_seed", "data.test_seed",
-})
-
-
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-# Set once a write in the workdir has failed for want of space (or a read-only file system)
-# and :meth:`Checkpoints.write_failure` has made its sentence: the same failure met again by
-# the writers still running (Orbax's abandoned tasks, TensorBoard's thread and its exit
-# handler) adds nothing to it.
-_full_disk_reported = False
-# Set once a failed read or write of a checkpoint has been told (the disk-full sentence, or
-# the warning that a damaged checkpoint was set aside): what Orbax abandoned then (tasks
-# whose errors asyncio reports when they are collected, coroutines never awaited) repeats it.
-_checkpoint_failure_told = False
-
-
-def _os_errno(error):
-  """The OS error number behind ``error``: the first found in its chain of causes, as an
-  OSError's or in TensorStore's message; None if there is none."""
-  seen = error
-  while seen is not None:
-    if isinstance(seen, OSError) and seen.errno:
-      return seen.errno
-    code = re.search(r"os_error_code='?(\d+)", str(seen))
-    if code:
-      return int(code.group(1))
-    seen = seen.__cause__ or seen.__context__
-  return None
-
-
-def _disk_full(error) -> bool:
-  """Whether ``error`` is a full disk, quota or read-only file system."""
-  return _os_errno(error) in _FULL
-
-
-class _QuietOrbax(logging.Filter):
-  """Orbax logs every step of every save at INFO, and a failed write (a full disk) as a
-  dozen tracebacks from its threads; the run's own lines are what matter, and a failure
-  reaches them as an exception (:class:`CheckpointError`). After that failure, asyncio
-  reports each of the writes Orbax abandoned ("Task exception was never retrieved")."""
-
-  def filter(self, record):
-    if record.levelno >= logging.CRITICAL:
-      return True
-    if record.name == "asyncio":
-      return not _abandoned_by_orbax(record.getMessage())
-    return "/orbax/" not in record.pathname
-
-
-def _abandoned_by_orbax(message: str) -> bool:
-  """Whether asyncio's ``message`` reports a task or future Orbax abandoned when one read or
-  write of a checkpoint failed: after that failure was told, or naming Orbax or TensorStore."""
-  if "never retrieved" not in message:
-    return False
-  lowered = message.lower()
-  return (_checkpoint_failure_told or "/orbax/" in lowered or "tensorstore" in lowered
-          or "ocdbt" in lowered)
-
-
-def _closed_loop(error) -> bool:
-  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
-
-
-def _background_disk_full(error, where) -> bool:
-  """For a full disk met by a writer in the background (a thread, an exit handler): a
-  warning line if the run has not said so yet, else nothing. True if it was handled."""
-  if not _disk_full(error):
-    return False
-  if not _full_disk_reported:
-    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-    absl_logging.warning("A background writer (%s) stopped: %s.", where, _reason(error))
-  return True
-
-
-def quiet():
-  """Keeps Orbax's chatter out of the run's log (once per process).
-
-  Besides its INFO lines: when one read of a damaged checkpoint fails, Orbax
-  leaves its event loop while TensorStore still completes the other reads,
-  whose callbacks then print "Event loop is closed" tracebacks from their
-  threads, and the abandoned reads print their own error again when they are
-  collected. They say nothing the one-line warning does not.
-  """
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-  handler = absl_logging.get_absl_handler()
-  if any(isinstance(f, _QuietOrbax) for f in handler.filters):
-    return
-  handler.addFilter(_QuietOrbax())
-  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
-
-  def quiet_excepthook(kind, error, tb):
-    if not _closed_loop(error):
-      excepthook(kind, error, tb)
-
-  def quiet_unraisablehook(args):
-    # Also the reads Orbax abandoned when one failed: their coroutines, collected unawaited,
-    # hold the same error again.
-    code = getattr(args.object, "cr_code", None)
-    abandoned = code is not None and "/orbax/" in code.co_filename
-    if not (_closed_loop(args.exc_value) or abandoned):
-      unraisablehook(args)
-
-  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
-  # A full disk also stops TensorBoard's writer thread and fails its exit handler's flush;
-  # metrics.jsonl has every record, and a resumed run rebuilds TensorBoard's files from it.
-  threadhook = threading.excepthook
-
-  def quiet_threadhook(args):
-    name = args.thread.name if args.thread is not None else "a thread"
-    if not _background_disk_full(args.exc_value, name):
-      threadhook(args)
-
-  def quiet_full_unraisablehook(args):
-    if not _background_disk_full(args.exc_value, args.err_msg or "an exit handler"):
-      quiet_unraisablehook(args)
-
-  threading.excepthook, sys.unraisablehook = quiet_threadhook, quiet_full_unraisablehook
-  # Orbax's coroutines abandoned after a failure, collected unawaited, warn once each.
-  showwarning = warnings.showwarning
-
-  def quiet_showwarning(message, category, *args, **kwargs):
-    if not (_checkpoint_failure_told and issubclass(category, RuntimeWarning)
-            and "was never awaited" in str(message)):
-      showwarning(message, category, *args, **kwargs)
-
-  warnings.showwarning = quiet_showwarning
 
 
 def json_safe(tree):
@@ -204,30 +63,32 @@ def _flatten(tree, prefix=""):
   return out
 
 
-def run_identity(config) -> dict:
-  """The settings that fix a run's trajectory: every field of ``config`` (flattened to
-  dotted names) but those in ``NOT_IDENTITY``."""
+def run_identity(config, exclude=frozenset()) -> dict:
+  """The settings that fix a run's trajectory: every field of ``config`` (a ConfigDict or
+  a dict, flattened to dotted names) but those in ``exclude`` (the config schema's
+  :data:`stn_jax.train.config.NOT_IDENTITY`)."""
   tree = config if isinstance(config, dict) else config.to_dict()
   flat = _flatten(json_safe(tree))
-  return {k: v for k, v in sorted(flat.items()) if k not in NOT_IDENTITY}
+  return {k: v for k, v in sorted(flat.items()) if k not in exclude}
 
 
-def _supplemented(found: dict, workdir: str) -> dict:
+def _supplemented(found: dict, workdir: str, exclude) -> dict:
   """A checkpoint's identity, completed from ``workdir/config.json`` (written when the run
   started) where it predates full identities (it had model, task and input alone)."""
   if "seed" in found:
     return found
   try:
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      return {**run_identity(json.load(f)), **_flatten(found)}
+      return {**run_identity(json.load(f), exclude), **_flatten(found)}
   except (OSError, ValueError):
     return found
 
 
-def check_workdir(config, workdir: str):
+def check_workdir(config, workdir: str, exclude=frozenset()):
   """Raises :class:`ConfigError` if ``workdir`` holds checkpoints of a run with other
-  settings than ``config`` (see :func:`run_identity`); what the trainer checks before it
-  resumes, for a caller deciding whether a finished run there is the one it wants."""
+  settings than ``config`` (see :func:`run_identity`, ``exclude`` as there); what the
+  trainer checks before it resumes, for a caller deciding whether a finished run there is
+  the one it wants."""
   root = os.path.join(workdir, "checkpoints")
   steps = sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True) if (
       os.path.isdir(root)) else []
@@ -237,7 +98,8 @@ def check_workdir(config, workdir: str):
         found = json.load(f)["identity"]
     except (OSError, ValueError, KeyError, TypeError):
       continue  # damaged: the trainer would set it aside and look further
-    _refuse_other(_supplemented(found, workdir), run_identity(config), workdir)
+    _refuse_other(_supplemented(found, workdir, exclude), run_identity(config, exclude),
+                  workdir)
     return
 
 
@@ -277,14 +139,17 @@ class Checkpoints:
     workdir: the run's directory.
     keep: how many of the latest checkpoints to keep (at least 1).
     identity: what must match for a checkpoint to be resumed (:func:`run_identity`).
+    exclude: the config fields outside a run's identity, for checkpoints whose identity
+      is completed from the run's ``config.json``.
   """
 
-  def __init__(self, workdir: str, *, keep: int, identity: dict):
+  def __init__(self, workdir: str, *, keep: int, identity: dict, exclude=frozenset()):
     if keep < 1:
       raise ConfigError(f"keep_checkpoints must be at least 1 (the checkpoint a run resumes "
                         f"from), got {keep}.")
     self.workdir = os.path.abspath(workdir)
     self.identity = json_safe(identity)
+    self.exclude = frozenset(exclude)
     self.dirs = {"latest": os.path.join(self.workdir, "checkpoints"),
                  "best": os.path.join(self.workdir, "best")}
 
@@ -324,7 +189,8 @@ class Checkpoints:
       except Exception as e:  # pylint: disable=broad-except  # any damage, any library
         damaged.append(self._set_aside("latest", step, e))
         continue
-      _refuse_other(_supplemented(found, self.workdir), self.identity, self.workdir)
+      _refuse_other(_supplemented(found, self.workdir, self.exclude), self.identity,
+                    self.workdir)
       try:
         out = self.latest.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -360,8 +226,7 @@ class Checkpoints:
 
   def _set_aside(self, name, step, error) -> int:
     """Moves ``name``'s ``step`` to ``workdir/damaged/`` and says so; returns ``step``."""
-    global _checkpoint_failure_told  # pylint: disable=global-statement
-    _checkpoint_failure_told = True
+    quiet.checkpoint_failure_told()
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
         error).__name__
     logging.warning("The checkpoint of step %d could not be read (%s); moved it to %s.",
@@ -402,11 +267,11 @@ class Checkpoints:
     with self._writing(step):
       self.latest.save(step, args=args, force=True)
       if best:
-        faults.point("between-saves", step, before=self.latest.wait_until_finished)
+        events.point("between-saves", step, before=self.latest.wait_until_finished)
         if step in self.best.all_steps():
           self.best.delete(step)
         self.best.save(step, args=args, force=True)
-    faults.point("saved", step, before=self.wait)
+    events.point("saved", step, before=self.wait)
 
   def latest_step(self):
     """The newest complete checkpoint on disk, or None."""
@@ -442,7 +307,7 @@ class Checkpoints:
     try:
       yield
     except OSError as e:
-      if e.errno not in _FULL:
+      if e.errno not in quiet.FULL:
         raise
       raise self.write_failure(e) from e
 
@@ -452,11 +317,10 @@ class Checkpoints:
     last = self._last_complete(exclude=step)
     kept = (f"the last complete checkpoint is step {last}" if last is not None
             else "no complete checkpoint was saved yet")
-    reason = _reason(error)
-    global _full_disk_reported, _checkpoint_failure_told  # pylint: disable=global-statement
-    _checkpoint_failure_told = True
-    if _disk_full(error):
-      _full_disk_reported = True
+    reason = quiet.reason(error)
+    quiet.checkpoint_failure_told()
+    if quiet.disk_full(error):
+      quiet.disk_full_told()
     what = f"the checkpoint of step {step}" if step is not None else "the run's records"
     return CheckpointError(
         f"Could not write {what} in {self.workdir} ({reason}); {kept}. Free space (or fix the "
@@ -468,16 +332,6 @@ class Checkpoints:
     done = [s for s in steps if s != exclude and os.path.exists(
         os.path.join(root, str(s), "_CHECKPOINT_METADATA"))]
     return max(done) if done else None
-
-
-def _reason(error) -> str:
-  """The operating system's words for ``error`` (e.g. "No space left on device"), found in
-  its chain of causes or in TensorStore's message; else its last line."""
-  number = _os_errno(error)
-  if number is not None:
-    return os.strerror(number)
-  lines = str(error).strip().splitlines()
-  return lines[-1][:300] if lines else type(error).__name__
 
 
 def params_from(path: str):

@@ -1,51 +1,67 @@
-"""Test-only fault injection: the process signals itself at a chosen point of a run.
+"""Named points of a run where code from outside the loop may act: the seam for tests.
 
-``STN_FAULT=POINT@STEP`` or ``POINT@STEP:SIGNAL`` (``KILL``, the default, ``INT`` or
-``TERM``), read when the point is reached. ``STN_FAULT=nan@STEP`` instead makes the
-parameters NaN after training step STEP (:func:`poison`), as a diverged run. The points:
+The loop and the checkpoints announce where they are (:func:`point`, e.g. ``"step"``
+after each training step, ``"saved"`` once a checkpoint is on disk) and offer the state
+after each step for replacement (:func:`after_step`). Nothing listens unless a hook is
+installed, so a run without hooks pays one empty-list check per point.
 
-- ``step``: right after training step STEP of the trainer (``colocalisation-step``: of
-  the co-localisation loop, whose encoder trains first in the trainer);
-- ``between-saves``: after the regular checkpoint of STEP is complete on disk, before
-  its best checkpoint is written;
-- ``saved``: after every checkpoint of STEP is complete on disk.
-
-The tests in ``tests/test_faults.py`` kill real training processes this way, at
-points a random kill would rarely hit. Unset, it costs one dictionary look-up.
+Hooks come from :func:`install`, or from the modules named in ``$STN_HOOKS`` (comma
+separated, each with an ``install()`` function), imported once by :func:`load_hooks`
+when an entry point starts: that is how the fault tests reach a training process they
+start as a subprocess (``tests/fault_hooks.py`` kills it at a chosen point).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-import signal
+from typing import Callable
 
-__all__ = ["point", "poison"]
+__all__ = ["after_step", "install", "load_hooks", "point", "uninstall"]
+
+_POINT_HOOKS: list[Callable] = []
+_STEP_HOOKS: list[Callable] = []
+_LOADED = set()
 
 
-def point(name: str, step: int, before=None):
-  """Signals this process if ``STN_FAULT`` names ``name`` at ``step``.
+def install(*, at_point: Callable | None = None, after_each_step: Callable | None = None):
+  """Adds hooks: ``at_point(name, step, before)`` at every :func:`point` and
+  ``after_each_step(step, state) -> state`` after every training step."""
+  if at_point is not None:
+    _POINT_HOOKS.append(at_point)
+  if after_each_step is not None:
+    _STEP_HOOKS.append(after_each_step)
+
+
+def uninstall():
+  """Removes every hook."""
+  _POINT_HOOKS.clear()
+  _STEP_HOOKS.clear()
+
+
+def load_hooks():
+  """Imports the modules named in ``$STN_HOOKS`` and calls their ``install()``, once each."""
+  for name in filter(None, (n.strip() for n in os.environ.get("STN_HOOKS", "").split(","))):
+    if name not in _LOADED:
+      _LOADED.add(name)
+      importlib.import_module(name).install()
+
+
+def point(name: str, step: int, before: Callable | None = None):
+  """Announces that the run reached ``name`` at ``step``.
 
   Args:
-    name: the point reached.
+    name: the point (``step``, ``colocalisation-step``, ``between-saves``, ``saved``).
     step: the run's step there.
-    before: called first (e.g. to wait for an asynchronous save to finish).
+    before: what a hook that stops the process must call first (e.g. wait for an
+      asynchronous save), so that the point means what it says.
   """
-  spec = os.environ.get("STN_FAULT")
-  if not spec:
-    return
-  where, _, sig = spec.partition(":")
-  want, _, at = where.partition("@")
-  if want != name or int(at) != int(step):
-    return
-  if before is not None:
-    before()
-  os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
+  for hook in _POINT_HOOKS:
+    hook(name, step, before)
 
 
-def poison(step: int, params):
-  """``params``, or all NaN if ``STN_FAULT`` is ``nan@STEP`` for this ``step``."""
-  spec = os.environ.get("STN_FAULT")
-  if not spec or spec != f"nan@{int(step)}":
-    return params
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.tree_util.tree_map(lambda p: p * float("nan"), params)
+def after_step(step: int, state):
+  """``state`` after training step ``step``, as the hooks leave it (unchanged without)."""
+  for hook in _STEP_HOOKS:
+    state = hook(step, state)
+  return state

@@ -9,9 +9,9 @@ with ``std::bad_cast`` because it cannot convert the status it receives.) This m
 things instead:
 
 * **The coordination service runs in a helper process beside process 0** (``python -m
-  stn_jax.peers serve ...``, started by :func:`initialize` when the process ids are given, as
-  with ``launch.sh --local`` or processes started by hand). Losing trainer 0 then leaves the
-  service running, so the others find out from their watchdogs rather than from a broken
+  stn_jax.runtime.peers serve ...``, started by :func:`initialize` when the process ids are
+  given, as with ``launch.sh --local`` or processes started by hand). Losing trainer 0 then
+  leaves the service running, so the others find out from their watchdogs rather than from a broken
   socket. The helper leaves when trainer 0 has gone: after about a second when the run ended
   cleanly or nobody is left, otherwise after ``2 * timeout + 5`` seconds, so that the survivors
   can stop first.
@@ -315,11 +315,11 @@ class _Helper:
     linger = 2 * timeout + 5
     wait_for_port = linger + 5  # a previous run's helper may still be lingering on the port
     # The helper imports this module from where this process found it.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stn_jax.peers", "serve", bind, str(num_processes),
+        [sys.executable, "-m", "stn_jax.runtime.peers", "serve", bind, str(num_processes),
          str(heartbeat), str(shutdown), str(linger), str(wait_for_port)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         start_new_session=True)  # neither Ctrl-C nor launch.sh's group kill reach it
@@ -428,5 +428,5 @@ if __name__ == "__main__":
   if len(sys.argv) == 8 and sys.argv[1] == "serve":
     a = sys.argv[2:]
     os._exit(_serve(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]), float(a[5])))
-  sys.exit("usage: python -m stn_jax.peers serve ADDRESS NUM_PROCESSES HEARTBEAT_S SHUTDOWN_S "
-           "LINGER_S PORT_WAIT_S (started by stn_jax.peers.initialize)")
+  sys.exit("usage: python -m stn_jax.runtime.peers serve ADDRESS NUM_PROCESSES HEARTBEAT_S "
+           "SHUTDOWN_S LINGER_S PORT_WAIT_S (started by stn_jax.runtime.peers.initialize)")

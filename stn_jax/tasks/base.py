@@ -1,20 +1,18 @@
-"""What differs between the experiments (data, on-device preparation, loss and errors):
-the task interface, and the registry of tasks by name.
+"""The task interface and the registry of tasks by name.
 
 A task is a subclass of :class:`Task` registered under the name a config's ``task``
-field gives (:func:`register`); :func:`make_task` builds the one a config names, importing
-``config.task_module`` first for a task defined elsewhere. The
-trainer calls the methods below and nothing else. The built-in tasks are
-``distorted_mnist`` (:mod:`stn_jax.train.mnist_task`), ``mnist_addition``
-(:mod:`stn_jax.train.addition_task`), ``svhn``
-(:mod:`stn_jax.train.svhn_task`) and ``cub`` (:mod:`stn_jax.train.cub_task`);
-co-localisation trains no classifier and has a loop of its own
-(:mod:`stn_jax.train.colocalisation`).
+field gives (:func:`register`). :func:`task_class` finds it: registered already, or
+registered by importing the module of that name (``stn_jax.tasks.<name>`` for a
+classifier task, the package ``stn_jax.<name>`` for a task with a package of its own),
+or by importing ``config.task_module`` for a task defined outside stn_jax. A task names
+the trainer that runs it (:attr:`Task.trainer`) and checks the settings only it
+understands (:meth:`Task.check_config`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Callable, Iterator
 
 import jax.numpy as jnp
@@ -22,7 +20,7 @@ import optax
 
 from stn_jax.errors import ConfigError
 
-__all__ = ["TASKS", "Task", "make_task", "register", "softmax_errors"]
+__all__ = ["TASKS", "Task", "make_task", "register", "softmax_errors", "task_class"]
 
 
 def softmax_errors(logits, labels):
@@ -41,12 +39,46 @@ class Task:
 
   Attributes:
     input_shape: ``(H, W, C)`` of one network input, for the model's initialisation.
+    trainer: the name of the trainer that runs the task (:mod:`stn_jax.train.trainers`);
+      a config's ``trainer`` field, where it has one, overrides it.
+    examples_per_input: training examples one network input consumes (2 for a pair of
+      digits), for the check that a batch fits in the training split.
   """
 
   input_shape: tuple
+  trainer = "classifier"
+  examples_per_input = 1
 
   def __init__(self, config):
     self.config = config
+
+  @classmethod
+  def check_config(cls, config, num_devices=None) -> None:
+    """Raises :class:`ConfigError` for a setting this task cannot work with, before any
+    data is read. Default: each device takes an equal share of every batch, and the
+    training split (``data.num_train``, where given) holds at least one batch.
+
+    Args:
+      config: the experiment's config.
+      num_devices: the devices of the mesh (None: not checked).
+    """
+    if num_devices is not None:
+      for name in ("batch_size", "eval_batch_size"):
+        value = config.get(name)
+        if isinstance(value, int) and value % num_devices:
+          raise ConfigError(
+              f"{name} ({value}) must be divisible by the number of devices ({num_devices}), "
+              f"since each device takes an equal share; give a multiple of {num_devices}, "
+              f"e.g. {max(num_devices, value // num_devices * num_devices)}.")
+    data = config.get("data") or {}
+    num_train, batch = data.get("num_train"), config.get("batch_size")
+    if isinstance(num_train, int) and isinstance(batch, int):
+      per = cls.examples_per_input
+      if num_train < per * batch:
+        raise ConfigError(
+            f"data.num_train ({num_train}) holds fewer training examples than one batch "
+            f"(batch_size {batch}{' pairs of digits' if per == 2 else ''}); give "
+            f"--config.data.num_train >= {per * batch} or a smaller batch_size.")
 
   def model(self):
     """The Flax module to train."""
@@ -108,7 +140,7 @@ def register(name: str):
   """
   def add(cls):
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-      raise TypeError(f"register({name!r}) decorates a subclass of stn_jax.train.tasks.Task, "
+      raise TypeError(f"register({name!r}) decorates a subclass of stn_jax.tasks.Task, "
                       f"not {cls!r}.")
     if name in TASKS and TASKS[name] is not cls:
       raise ValueError(f"A task named {name!r} is registered already ({TASKS[name].__module__}."
@@ -118,22 +150,54 @@ def register(name: str):
   return add
 
 
-def make_task(config) -> Task:
-  """The task named by ``config.task``, built from ``config``.
+def _import(module, config):
+  try:
+    importlib.import_module(module)
+  except ImportError as e:
+    raise ConfigError(f"config.task_module {module!r}, which should register the task "
+                      f"{config.task!r}, cannot be imported: {e}") from e
+
+
+def _import_builtin(name):
+  """Imports the built-in module that registers the task ``name``, if there is one."""
+  for module in (f"stn_jax.tasks.{name}", f"stn_jax.{name}"):
+    if importlib.util.find_spec(module) is not None:
+      importlib.import_module(module)
+      return
+
+
+def task_class(config) -> type:
+  """The :class:`Task` subclass ``config.task`` names.
 
   A task defined outside the package is found through ``config.task_module``, the module
   that registers it (e.g. ``'my_project.my_task'``), imported here if its task is not
   registered yet.
   """
-  module = config.get("task_module")
-  if config.task not in TASKS and module:
-    try:
-      importlib.import_module(module)
-    except ImportError as e:
-      raise ConfigError(f"config.task_module {module!r}, which should register the task "
-                        f"{config.task!r}, cannot be imported: {e}") from e
-  if config.task not in TASKS:
+  name, module = config.get("task"), config.get("task_module")
+  if name not in TASKS and module:
+    _import(module, config)
+  if name not in TASKS and isinstance(name, str) and name.isidentifier():
+    _import_builtin(name)
+  if name not in TASKS:
     where = f" (config.task_module {module!r} does not register it)" if module else ""
-    raise ConfigError(f"Unknown task {config.task!r}{where}; known: {sorted(TASKS)}. A task "
+    _import_builtin_all()
+    raise ConfigError(f"Unknown task {name!r}{where}; known: {sorted(TASKS)}. A task "
                       "of your own: set config.task_module to the module that registers it.")
-  return TASKS[config.task](config)
+  return TASKS[name]
+
+
+def _import_builtin_all():
+  """Imports every built-in task module, so that an error can list them all."""
+  import pkgutil  # pylint: disable=import-outside-toplevel
+  import stn_jax.tasks  # pylint: disable=import-outside-toplevel
+  for info in pkgutil.iter_modules(stn_jax.tasks.__path__):
+    if info.name != "base":
+      importlib.import_module(f"stn_jax.tasks.{info.name}")
+  for info in pkgutil.iter_modules(importlib.import_module("stn_jax").__path__):
+    if info.ispkg and importlib.util.find_spec(f"stn_jax.{info.name}.task") is not None:
+      importlib.import_module(f"stn_jax.{info.name}")
+
+
+def make_task(config) -> Task:
+  """The task named by ``config.task``, built from ``config`` (see :func:`task_class`)."""
+  return task_class(config)(config)

@@ -47,7 +47,7 @@ import numpy as np
 from stn_jax import models
 from stn_jax.datasets import cub, pipeline, prepared
 from stn_jax.models.cub import CUBNet, load_pretrained
-from stn_jax.train import tasks
+from stn_jax import tasks
 
 __all__ = ["MODELS", "Cub", "PretrainedCUBNet", "average_crops"]
 

@@ -1,6 +1,6 @@
 """Distorted MNIST (R, RTS, P, E, TC or plain digits), and the base of every MNIST task.
 
-The MNIST tasks (this one and :mod:`stn_jax.train.addition_task`) read the digits with
+The MNIST tasks (this one and :mod:`stn_jax.tasks.mnist_addition`) read the digits with
 :func:`stn_jax.datasets.load_mnist` (IDX files or TFDS), split a validation set off the
 training digits, draw the paper's distortions on the device at every training step and
 distort the validation and test sets once, with fixed seeds.
@@ -17,7 +17,7 @@ from stn_jax.datasets.mnist import resolve_source
 from stn_jax import models
 from stn_jax.datasets import distortions, load_mnist, pipeline, split_train_validation
 from stn_jax.errors import ConfigError
-from stn_jax.train import tasks
+from stn_jax import tasks
 
 __all__ = ["DistortedMnist", "MnistTask", "mnist_digits"]
 

@@ -10,7 +10,8 @@ import numpy as np
 from stn_jax.datasets.mnist import resolve_source
 from stn_jax import models
 from stn_jax.datasets import distortions, pipeline
-from stn_jax.train import mnist_task, tasks
+from stn_jax import tasks
+from stn_jax.tasks import distorted_mnist as mnist_task
 
 __all__ = ["MnistAddition"]
 
@@ -52,6 +53,7 @@ class MnistAddition(mnist_task.MnistTask):
   """
 
   NUM_CLASSES = 19
+  examples_per_input = 2  # a pair of digits
 
   def __init__(self, config):
     super().__init__(config, "addition", (42, 42, 2))

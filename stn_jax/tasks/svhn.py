@@ -32,7 +32,8 @@ from stn_jax.datasets.mnist import resolve_source
 from stn_jax import models
 from stn_jax.datasets import mnist_numbers, pipeline
 from stn_jax.datasets.prepared import DatasetNotPreparedError
-from stn_jax.train import mnist_task, tasks
+from stn_jax import tasks
+from stn_jax.tasks import distorted_mnist as mnist_task
 
 __all__ = ["DATASETS", "Svhn", "sequence_losses"]
 

@@ -1,5 +1,5 @@
-"""``train_and_evaluate(config, workdir)``: the training loop of every task that trains a
-classifier (all but co-localisation, whose loop is its own; :mod:`stn_jax.train.run` picks).
+"""The classifier trainer: every task that trains a classifier (all but
+co-localisation) runs through it, in the one loop of :mod:`stn_jax.train.loop`.
 
 Data parallelism is JAX's own: a ``Mesh`` over every device of every process
 with one axis, ``data``; the batch is sharded along it, the parameters are
@@ -9,12 +9,14 @@ process reads its own shard of the data; the global batch is put together
 with ``jax.make_array_from_process_local_data``.
 
 A run resumes by itself from the latest checkpoint in ``workdir``: parameters,
-optimiser state, step, RNG and the data iterator's position.
+optimiser state, step, RNG and the data iterator's position. Its actions: the
+validation set every ``eval_every`` steps (the best so far is also saved to ``best/``)
+and the pictures of what the transformers do every ``picture_every``; at the end, every
+held-out set of the task.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -25,18 +27,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from stn_jax import tasks
 from stn_jax.errors import ConfigError
-from stn_jax.train import checkpoint as ckpt
-from stn_jax.train import compile as compile_lib
-from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import faults, loop, optim, pictures, stopping, tasks
-# The built-in tasks, registered as they are imported (stn_jax.train.tasks).
-from stn_jax.train import addition_task, cub_task, mnist_task, svhn_task  # noqa: F401
-from stn_jax.train.loop import (NonFiniteLossError, Saver, TrainState, log_train, restore, stopped,
-                                 write_config)
+from stn_jax.runtime import checkpoint as ckpt
+from stn_jax.runtime import quiet, xla
+from stn_jax.train import loop, optim, pictures, trainers, validate
+from stn_jax.train.state import TrainState, warm_start
 
-__all__ = ["NonFiniteLossError", "Saver", "TrainState", "build_train_step", "log_train", "restore",
-           "stopped", "train_and_evaluate", "write_config"]
+__all__ = ["build_train_step", "evaluate_checkpoint", "train_and_evaluate"]
 
 
 def _mesh(devices):
@@ -49,9 +47,8 @@ def _global(sharding, local_batch):
 
 
 def _check_config(config, n):
-  # Imported here so that this function is the whole change to this file.
-  from stn_jax.train import validate  # pylint: disable=import-outside-toplevel
   validate.check_config(config, num_devices=n)
+  trainers.check_runs_under(config, "classifier")
 
 
 def _tx_builder(config):
@@ -76,7 +73,7 @@ def _init_state(config, model, task, tx_builder, replicated):
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   if config.init_from:
-    params, batch_stats = loop.warm_start(config.init_from, params, batch_stats)
+    params, batch_stats = warm_start(config.init_from, params, batch_stats)
     params, batch_stats = jax.device_put((params, batch_stats), replicated)
   tx, schedule = tx_builder(params)
   opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
@@ -125,8 +122,8 @@ def _make_steps(model, task, tx, schedule, state_sharding, batch_sharding, repli
             "count": jnp.sum(mask)}
 
   platform = next(iter(replicated.device_set)).platform
-  options = compile_lib.compiler_options(platform)
-  compile_lib.keep_freed_memory(platform)
+  options = xla.compiler_options(platform)
+  xla.keep_freed_memory(platform)
   train = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
                   out_shardings=(state_sharding, replicated), donate_argnums=0,
                   compiler_options=options)
@@ -190,9 +187,9 @@ class _Pictures:
   mesh, sees the same array everywhere; process 0 writes the picture.
   """
 
-  def __init__(self, model, task, config, writer, state_sharding, replicated):
+  def __init__(self, model, task, config, state_sharding, replicated):
     self.n = int(config.pictures or 0)
-    self.task, self.writer, self.replicated = task, writer, replicated
+    self.task, self.replicated = task, replicated
     self.inputs = None
 
     def intermediates(state, images):
@@ -210,7 +207,7 @@ class _Pictures:
     images = np.asarray(batch["image"])[np.asarray(batch["mask"], bool)]
     return np.asarray(self.task.picture_inputs(images), np.float32)
 
-  def __call__(self, step, state):
+  def __call__(self, ctx, step, state):
     if self.n <= 0:
       return
     if self.inputs is None:
@@ -226,7 +223,7 @@ class _Pictures:
         self.fn(state, _global(self.replicated, self.inputs))))
     if jax.process_index() != 0:
       return
-    self.writer.image(step, "transformers", pictures.st_picture(self.inputs, grids))
+    ctx.writer.image(step, "transformers", pictures.st_picture(self.inputs, grids))
 
 
 def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
@@ -244,13 +241,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
     stn_jax.errors.RunStopped: SIGINT or SIGTERM stopped the run, after saving a checkpoint.
     stn_jax.errors.ConfigError: a setting cannot work, or the workdir holds another run.
     stn_jax.errors.CheckpointError: a checkpoint could not be written or none could be read.
-    NonFiniteLossError: the loss or the parameters became NaN or Inf.
+    stn_jax.train.NonFiniteLossError: the loss or the parameters became NaN or Inf.
   """
-  if config.task == "colocalisation":
-    raise ConfigError("The 'colocalisation' task trains no classifier and has a loop of its own: "
-                      "run it with stn_jax.train.train_and_evaluate (or "
-                      "stn_jax.train.colocalisation.train_colocalisation).")
-  ckpt.quiet()
+  quiet.quiet()
   devices = jax.devices() if devices is None else list(devices)
   _check_config(config, len(devices))
   t_start = time.time()
@@ -258,120 +251,54 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   model = task.model()
   mesh = _mesh(devices)
   replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
   logging.info("%d process(es), %d device(s) in the mesh: %s", jax.process_count(),
                len(devices), devices)
-
-  tx_builder = _tx_builder(config)
-
   # The data first: where it is missing, the run stops before it writes anything.
   data = task.train_iterator(jax.process_index(), jax.process_count())
-  state, tx, schedule = _init_state(config, model, task, tx_builder, replicated)
-  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
-                                 identity=ckpt.run_identity(config))
-  try:
-    state, resumed = restore(checkpoints, state, workdir)
-    with checkpoints.disk():
-      return _train(config, workdir, task, model, data, state, resumed, tx, schedule, devices,
-                    mesh, checkpoints, t_start)
-  finally:
-    checkpoints.close()
-
-
-def _train(config, workdir, task, model, data, state, resumed, tx, schedule, devices, mesh,
-           checkpoints, t_start):
-  is_main = jax.process_index() == 0
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
+  state, tx, schedule = _init_state(config, model, task, _tx_builder(config), replicated)
   state_sharding = jax.tree_util.tree_map(lambda _: replicated, state)
   train_step, eval_step = _make_steps(model, task, tx, schedule, state_sharding, batch_sharding,
                                       replicated)
-  history = {"best_validation_error": None, "best_step": None}
-  if resumed is not None:
-    if resumed.data_state:
-      data.set_state(resumed.data_state)
-    history.update({k: resumed.record.get(k) for k in history})
-  first = int(jax.device_get(state.step))
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
 
-  if is_main:
-    write_config(config, workdir)
-  writer = metrics_lib.MetricWriter(
-      workdir, enabled=is_main, tensorboard=config.tensorboard,
-      resume_step=None if resumed is None else resumed.step,
-      resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
-  progress = metrics_lib.Progress(first, config.num_steps, config.batch_size, enabled=is_main)
-  draw = _Pictures(model, task, config, writer, state_sharding, replicated)
-  picture_every = config.picture_every or config.eval_every
-  pending = []  # the device metrics since the last log, fetched together
-  step = first
-  if first == 0 and config.num_steps > 0:
-    draw(0, state)  # what the transformers do before training: pictures from the start
-  try:
-    with stopping.Guard(config.checkpoint_minutes) as guard:
-      save = Saver(checkpoints, writer, guard, data)
-      if step < config.num_steps:
-        logging.info("Compiling the training step (the first step waits for XLA; a minute or "
-                     "more on a CPU).")
-        compile_start = time.time()
-      while step < config.num_steps:
-        batch = next(data)
-        state, m = train_step(state, _global(batch_sharding, batch))
-        if step == first:
-          jax.block_until_ready(m)
-          logging.info("Compiled and ran the first step in %.0f s.", time.time() - compile_start)
-        pending.append(m)
-        step += 1
-        faults.point("step", step)
-        state = state.replace(params=faults.poison(step, state.params))
-        last = step == config.num_steps
-        logged_now = step % config.log_every == 0 or last
-        if logged_now:
-          log_train(step, pending, checkpoints, writer, progress,
-                    ("loss", "error", "learning_rate", "images_per_second"))
-          pending = []
-        improved = False
-        if step % config.eval_every == 0 or last:
-          val = _evaluate(eval_step, state, task, "validation", config, batch_sharding)
-          writer.scalars(step, "validation", val)
-          logging.info("step %d validation: error %.4f, loss %.4f", step, val["error"],
-                       val["loss"])
-          best = history["best_validation_error"]
-          improved = best is None or val["error"] < best
-          if improved:
-            history.update(best_validation_error=val["error"], best_step=step)
-        if step % picture_every == 0 or last:
-          draw(step, state)
-        signum, timed = guard.poll(sync=logged_now)
-        if improved or timed or signum or step % config.checkpoint_every == 0 or last:
-          save(step, state, pending, history, best=improved)
-        if signum:
-          raise stopped(guard, signum, step, checkpoints)
-      results = {"config": config.to_dict(), **task.describe(), "model": config.model,
-                 "num_params": num_params, "steps": step, "devices": len(devices),
-                 "processes": jax.process_count(), "platform": jax.devices()[0].platform,
-                 **history}
-      for name in task.eval_sets():
-        r = _evaluate(eval_step, state, task, name, config, batch_sharding)
-        writer.scalars(step, f"final_{name}", r)
-        results[f"{name}_error"] = r["error"]
-        results[f"{name}_loss"] = r["loss"]
-        results[f"{name}_examples"] = r["examples"]
-        signum, _ = guard.poll(sync=True)
-        if signum:  # the last checkpoint is saved: a restart evaluates again
-          raise stopped(guard, signum, step, checkpoints)
-    results["wall_seconds_this_session"] = time.time() - t_start
-    checkpoints.wait()
-    if is_main:
-      path = os.path.join(workdir, "results.json")
-      with open(path, "w", encoding="utf-8") as f:
-        json.dump(ckpt.json_safe(results), f, indent=2, sort_keys=True)
+  def step_fn(state):
+    return train_step(state, _global(batch_sharding, next(data)))
+
+  def validate_now(ctx, step, state):
+    val = _evaluate(eval_step, state, task, "validation", config, batch_sharding)
+    ctx.writer.scalars(step, "validation", val)
+    logging.info("step %d validation: error %.4f, loss %.4f", step, val["error"], val["loss"])
+    best = ctx.record["best_validation_error"]
+    if best is None or val["error"] < best:
+      ctx.record.update(best_validation_error=val["error"], best_step=step)
+      return True
+    return False
+
+  def finish(ctx, step, state, check_stop):
+    results = {"config": config.to_dict(), **task.describe(), "model": config.model,
+               "num_params": num_params, "steps": step, "devices": len(devices),
+               "processes": jax.process_count(), "platform": jax.devices()[0].platform,
+               **ctx.record}
+    for name in task.eval_sets():
+      r = _evaluate(eval_step, state, task, name, config, batch_sharding)
+      ctx.writer.scalars(step, f"final_{name}", r)
+      results.update({f"{name}_error": r["error"], f"{name}_loss": r["loss"],
+                      f"{name}_examples": r["examples"]})
+      check_stop()
+    if ctx.is_main:
       for name in task.eval_sets():
         logging.info("Final %s error: %.2f%% (%d examples).", name,
                      100 * results[f"{name}_error"], results[f"{name}_examples"])
-      logging.info("Results: %s", path)
-    return ckpt.json_safe(results)
-  finally:
-    writer.close()
+    return results
+
+  draw = _Pictures(model, task, config, state_sharding, replicated)
+  actions = [loop.Every(config.eval_every, validate_now),
+             loop.Every(config.picture_every or config.eval_every, draw, at_start=True)]
+  return loop.train(config, workdir, state, step_fn, finish=finish, actions=actions, data=data,
+                    record={"best_validation_error": None, "best_step": None},
+                    shown=("loss", "error", "learning_rate", "images_per_second"),
+                    start_time=t_start)
 
 
 CHECKPOINTS = ("latest", "best")
@@ -448,3 +375,6 @@ def evaluate_checkpoint(config, workdir: str, *, which: str = "latest", sets=Non
       Image.fromarray(pictures.st_picture(inputs, grids)).save(path)
       out["picture"] = path
   return out
+
+
+trainers.register("classifier", train_and_evaluate, evaluate=evaluate_checkpoint)

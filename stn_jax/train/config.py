@@ -1,24 +1,44 @@
-"""The defaults every experiment config starts from, and the variant parser.
+"""The config schema every experiment starts from: :func:`base_config` (the fields the
+trainers read, with the paper's defaults), the MNIST data section, the fields outside a
+run's identity (:data:`NOT_IDENTITY`), and the variant parser of the config files.
 
 Config files in ``experiments/`` call :func:`base_config`, add their data section (e.g.
 :func:`mnist_data`), set what their experiment needs, and parse their variant string with
-:func:`parse_variant`.
+:func:`parse_variant`; what several of them share is in ``experiments/common.py``, which
+they load with :func:`sibling`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+
 import ml_collections
 from ml_collections import config_dict
 
-__all__ = ["RESULTS_BATCH", "RESULTS_STEPS", "base_config", "mnist_data", "mnist_smoke",
-           "mnist_source", "parse_variant", "results_budget", "svhn_base", "svhn_smoke"]
+from stn_jax.runtime import checkpoint
 
-# docs/results.md's budget for the distorted-MNIST tables (why not the paper's 150k steps
-# of 256: docs/paper_notes.md, "First results"): steps, batch, and the schedule of
-# results_budget.
-RESULTS_STEPS, RESULTS_BATCH = 3000, 64
-_DECAY_AT = 0.4  # fraction of the steps between learning-rate divisions
-_EVALUATIONS = 10  # validation points per run (each is a checkpoint)
+__all__ = ["NOT_IDENTITY", "base_config", "mnist_data", "mnist_source", "parse_variant",
+           "run_identity", "sibling"]
+
+# Config fields that change nothing the run computes on its way: how long it runs (a run may
+# be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
+# which fixed sets it scores, where the data lies on disk and how it is read (IDX files or
+# TFDS: the same digits). Every other field is part of the run's identity: a workdir refuses
+# to resume a run whose identity differs.
+NOT_IDENTITY = frozenset({
+    "num_steps", "log_every", "eval_every", "checkpoint_every", "checkpoint_minutes",
+    "keep_checkpoints", "pictures", "picture_every", "tensorboard", "eval_batch_size",
+    "num_shown", "data.num_eval", "data.mnist_dir", "data.data_dir", "data.source",
+    "data.validation_seed", "data.test_seed",
+})
+
+
+def run_identity(config) -> dict:
+  """The settings that fix ``config``'s trajectory: every field but :data:`NOT_IDENTITY`,
+  flattened to dotted names."""
+  return checkpoint.run_identity(config, NOT_IDENTITY)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -109,74 +129,22 @@ def parse_variant(arg, choices: dict, defaults: dict) -> dict:
   return chosen
 
 
-def results_budget(c, steps: int = RESULTS_STEPS, batch: int = RESULTS_BATCH,
-                   decay_at: float = _DECAY_AT):
-  """Sets ``c`` to ``steps`` steps of ``batch``, the rate divided by ten at each
-  ``decay_at`` of them (by default 40%: at 40% and 80%), evaluated and checkpointed ten
-  times: the ``results`` variant of the MNIST experiments."""
-  c.num_steps = steps
-  c.batch_size = batch
-  c.decay_every = max(round(decay_at * steps), 1)
-  c.eval_every = max(steps // _EVALUATIONS, 1)
-  c.checkpoint_every = max(steps // _EVALUATIONS, 1)
-  c.log_every = max(min(100, steps // _EVALUATIONS), 1)
+def sibling(config_file: str, name: str):
+  """The module ``name`` beside ``config_file`` (e.g. ``experiments/common.py`` for a
+  config file in ``experiments/``), loaded once per path.
 
-
-def mnist_smoke(c, *, num_steps: int, decay_every: int, every: int):
-  """Makes ``c`` a few steps on a few MNIST digits with a small network: seconds on a CPU.
-
-  ``every`` is the evaluation and checkpoint interval; the log interval is 2 steps.
+  Config files are loaded by path, not as a package, so they cannot import each other by
+  name; this loads a neighbour the same way.
   """
-  c.model_kwargs.param_budget = 20_000
-  c.data.num_validation = 64
-  c.data.num_train = 128
-  c.data.num_eval = 32
-  c.batch_size = 16
-  c.eval_batch_size = 16
-  c.num_steps = num_steps
-  c.decay_every = decay_every
-  c.log_every = 2
-  c.eval_every = every
-  c.checkpoint_every = every
-
-
-SVHN_CHOICES = {"size": ("64", "128"), "offline": (True,), "smoke": (True,)}
-SVHN_DEFAULTS = {"size": "64", "offline": False, "smoke": False}
-
-
-def svhn_base(arg=None):
-  """The data part of an SVHN experiment's config (supplementary 1.4) and its variant.
-
-  Args:
-    arg: the variant: ``64`` (default) or ``128``; ``offline`` for the MNIST-numbers
-      stand-in (not SVHN); ``smoke`` for a few steps of a narrow network.
-
-  Returns:
-    ``(config, variant)``: :func:`base_config` with the SVHN task and data set, and the
-    parsed variant; the experiment's file sets the model and the training settings.
-  """
-  v = parse_variant(arg, SVHN_CHOICES, SVHN_DEFAULTS)
-  c = base_config()
-  c.task = "svhn"
-  mnist_data(c)  # MNIST-numbers, the offline stand-in, is made of MNIST digits
-  c.data.dataset = "mnist_numbers" if v["offline"] else "svhn"
-  c.data.size = int(v["size"])
-  # Prepared datasets; None: $STN_TFDS_DIR, then data/tfds.
-  c.data.data_dir = config_dict.placeholder(str)
-  c.data.use_extra = True  # train + extra, as the paper's references [1, 2]
-  return c, v
-
-
-def svhn_smoke(c):
-  """Makes ``c`` a few steps of a narrow SVHN network on a few numbers."""
-  c.model_kwargs.width = 0.0625
-  c.data.num_validation = 32
-  c.data.num_train = 160
-  c.data.num_eval = 16
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  c.num_steps = 4
-  c.decay_every = 2
-  c.log_every = 2
-  c.eval_every = 2
-  c.checkpoint_every = 2
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  key = f"_stn_experiments_{abs(hash(path))}_{name}"
+  if key not in sys.modules:
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+      spec.loader.exec_module(module)
+    except BaseException:
+      del sys.modules[key]
+      raise
+  return sys.modules[key]

@@ -1,61 +1,79 @@
-"""The pieces every training loop shares: the train state, warm starts, the finite-loss
-stop, logging of the training metrics, checkpoint saves, the stop on a signal, resuming
-and the run's config file.
+"""The one training loop, and the actions it runs at their intervals.
 
-:mod:`stn_jax.train.trainer` (the classifier loop of every experiment) and
-:mod:`stn_jax.train.colocalisation` (the co-localisation loop) both build on them, so a
-diverged state is never saved, a signal saves where it stops and a run resumes alike in
-both.
+Every trainer (:mod:`stn_jax.train.trainers`) builds a state and a step and hands them
+to :func:`train`, which owns what every run needs alike: resuming from the newest intact
+checkpoint, the run's records (``metrics.jsonl``, TensorBoard, the console line),
+logging the training metrics with the finite-loss stop, checkpoints on a step interval,
+on the wall clock and on SIGINT/SIGTERM (never of a diverged state), the stop itself,
+and ``results.json``. What a trainer adds are :class:`Every` actions (evaluate, draw)
+and a ``finish`` that makes the results.
+
+A loop iteration: the step; the named point ``step`` (:mod:`stn_jax.runtime.events`,
+where tests hook in); the log line every ``log_every`` steps; each due action in order;
+the signal and clock poll; the checkpoint when an action found the best state so far, at
+``checkpoint_every``, when the clock or a signal asks, and at the last step; then the stop
+if a signal came.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
-from typing import Any
+import time
+from typing import Any, Callable, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stn_jax.errors import RunStopped, StnError
-from stn_jax.train import checkpoint as ckpt
+from stn_jax.errors import RunStopped
+from stn_jax.runtime import checkpoint as ckpt
+from stn_jax.runtime import events, metrics, stopping
+from stn_jax.train import config as config_lib
+from stn_jax.train.state import NonFiniteLossError, restore, write_config
 
-__all__ = ["NonFiniteLossError", "Saver", "TrainState", "check_finite", "log_train", "restore",
-           "stopped", "warm_start", "write_config"]
-
-
-@flax.struct.dataclass
-class TrainState:
-  """What a checkpoint holds of a run: the step, the parameters, BatchNorm's statistics
-  (empty for models without), the optimiser's state and the run's PRNG key."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  rng: jax.Array  # raw uint32 key data, so that checkpoints hold a plain array
+__all__ = ["Context", "Every", "Saver", "check_finite", "log_train", "stopped", "train"]
 
 
-class NonFiniteLossError(StnError, FloatingPointError):
-  """The training loss became NaN or Inf; the run stopped without saving that state."""
+@dataclasses.dataclass
+class Every:
+  """An action of the loop: ``fn(ctx, step, state)`` every ``every`` steps and at the last.
+
+  Attributes:
+    every: the interval in steps.
+    fn: the action; it returns True when ``state`` is the best so far, which the loop then
+      saves as the best checkpoint too (anything else: no such claim).
+    at_start: also run before the first step of a run that starts from step 0.
+  """
+  every: int
+  fn: Callable[["Context", int, Any], Optional[bool]]
+  at_start: bool = False
+
+  def due(self, step: int, last: bool) -> bool:
+    return step % self.every == 0 or last
 
 
-def warm_start(path, params, batch_stats):
-  """``(params, batch_stats)`` from the checkpoint at ``path`` (``init_from``), checked to
-  be of the same model: the same tree and shapes (``batch_stats`` only if the model has
-  them)."""
-  loaded, loaded_stats = ckpt.params_from(path)
-  want = jax.tree_util.tree_structure(params)
-  if jax.tree_util.tree_structure(loaded) != want:
-    raise ValueError(f"init_from={path!r} holds parameters of another model: their tree "
-                     "differs from this model's.")
-  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
-    if a.shape != b.shape:
-      raise ValueError(f"init_from={path!r}: a parameter of shape {a.shape} where this model "
-                       f"has {b.shape}.")
-  logging.info("Warm start: parameters from %s.", path)
-  return loaded, (loaded_stats if batch_stats else batch_stats)
+@dataclasses.dataclass
+class Context:
+  """What the actions and ``finish`` of a run may use.
+
+  Attributes:
+    config: the run's config.
+    workdir: the run's directory.
+    writer: the run's :class:`stn_jax.runtime.metrics.MetricWriter` (writes on process 0).
+    record: what the run keeps across restarts (e.g. the best validation error), saved
+      with every checkpoint and restored with it.
+    checkpoints: the run's :class:`stn_jax.runtime.checkpoint.Checkpoints`.
+    is_main: whether this is process 0, which writes the files.
+  """
+  config: Any
+  workdir: str
+  writer: Any
+  record: dict
+  checkpoints: Any
+  is_main: bool
 
 
 def check_finite(step, logged, checkpoints):
@@ -98,17 +116,16 @@ def _finite(tree):
 class Saver:
   """Saves a loop's checkpoints, only of states known to be finite.
 
-  Shared by every training loop: before a save, the losses of the steps not yet
-  logged (``pending``) and the parameters are checked, so no checkpoint, latest
-  or best, holds a diverged state; the ``record`` saved with it holds the best
-  validation error so far and how far ``metrics.jsonl`` was written; the
-  wall-clock save interval restarts.
+  Before a save, the losses of the steps not yet logged (``pending``) and the parameters
+  are checked, so no checkpoint, latest or best, holds a diverged state; the ``record``
+  saved with it holds what the run keeps across restarts and how far ``metrics.jsonl``
+  was written; the wall-clock save interval restarts.
   """
 
   def __init__(self, checkpoints, writer, guard, data=None):
     self.checkpoints, self.writer, self.guard, self.data = checkpoints, writer, guard, data
 
-  def __call__(self, step, state, pending, history, *, best=False):
+  def __call__(self, step, state, pending, record, *, best=False):
     if pending:
       check_finite(step, jax.device_get(pending), self.checkpoints)
     if not bool(jax.device_get(_finite(state.params))):
@@ -116,7 +133,7 @@ class Saver:
           f"The parameters became NaN or Inf at step {step} (the loss was still finite). The "
           f"run stopped and {_kept(self.checkpoints)}. Lower the learning rate or check the "
           "data.")
-    record = {**history, "metrics_bytes": self.writer.offset()}
+    record = {**record, "metrics_bytes": self.writer.offset()}
     self.checkpoints.save(step, state, self.data.get_state() if self.data else {}, record,
                           best=best)
     self.writer.flush()
@@ -132,18 +149,120 @@ def stopped(guard, signum, step, checkpoints):
       step=step, signum=signum)
 
 
-def restore(checkpoints, state, workdir):
-  """``(state, resumed)``: ``state`` replaced by the newest intact checkpoint's, if any."""
-  abstract = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  resumed = checkpoints.resume(abstract)
-  if resumed is None:
-    return state, None
-  logging.info("Resumed from the checkpoint of step %d in %s.", resumed.step, workdir)
-  return resumed.state, resumed
+def train(config, workdir: str, state, step_fn: Callable, *, finish: Callable,
+          actions=(), data=None, record=None, shown=("loss",), point="step",
+          start_time=None) -> dict:
+  """Trains ``state`` with ``step_fn`` to ``config.num_steps`` in ``workdir``, resuming a
+  run found there, and returns (and, on process 0, writes) ``results.json``.
+
+  Args:
+    config: the run's config (``num_steps``, ``log_every``, ``checkpoint_every``,
+      ``checkpoint_minutes``, ``keep_checkpoints``, ``batch_size``, ``tensorboard``).
+    workdir: the run's directory.
+    state: the initial :class:`stn_jax.train.state.TrainState`, replaced by the newest
+      intact checkpoint's if there is one.
+    step_fn: ``step_fn(state) -> (state, device metrics)``, one training step; the metrics
+      hold at least ``loss``.
+    finish: ``finish(ctx, step, state, check_stop) -> results`` after the last step
+      (``check_stop()`` raises :class:`RunStopped` if a signal came meanwhile).
+    actions: :class:`Every` actions, run in this order.
+    data: the training iterator (``get_state``/``set_state``), saved with checkpoints.
+    record: the keys and initial values of :attr:`Context.record`.
+    shown: the metrics on the console line.
+    point: the name of the point announced after each step.
+    start_time: when the run's session started (default: now), for the results' wall time.
+
+  Raises:
+    stn_jax.errors.RunStopped: SIGINT or SIGTERM stopped the run, after saving a checkpoint.
+    stn_jax.errors.ConfigError: the workdir holds another run.
+    stn_jax.errors.CheckpointError: a checkpoint could not be written or none could be read.
+    NonFiniteLossError: the loss or the parameters became NaN or Inf.
+  """
+  start_time = time.time() if start_time is None else start_time
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.keep_checkpoints,
+                                 identity=config_lib.run_identity(config),
+                                 exclude=config_lib.NOT_IDENTITY)
+  try:
+    state, resumed = restore(checkpoints, state, workdir)
+    record = dict(record or {})
+    if resumed is not None:
+      if data is not None and resumed.data_state:
+        data.set_state(resumed.data_state)
+      record.update({k: resumed.record.get(k) for k in record})
+    with checkpoints.disk():
+      return _run(config, workdir, state, resumed, step_fn, finish, actions, data, record,
+                  shown, point, start_time, checkpoints)
+  finally:
+    checkpoints.close()
 
 
-def write_config(config, workdir):
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2))
+def _run(config, workdir, state, resumed, step_fn, finish, actions, data, record, shown, point,
+         start_time, checkpoints):
+  is_main = jax.process_index() == 0
+  if is_main:
+    write_config(config, workdir)
+  writer = metrics.MetricWriter(
+      workdir, enabled=is_main, tensorboard=config.tensorboard,
+      resume_step=None if resumed is None else resumed.step,
+      resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
+  ctx = Context(config, workdir, writer, record, checkpoints, is_main)
+  try:
+    results = _loop(ctx, state, step_fn, finish, actions, data, shown, point)
+    results["wall_seconds_this_session"] = time.time() - start_time
+    checkpoints.wait()
+    results = ckpt.json_safe(results)
+    if is_main:
+      path = os.path.join(workdir, "results.json")
+      with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+      logging.info("Results: %s", path)
+    return results
+  finally:
+    writer.close()
+
+
+def _loop(ctx, state, step_fn, finish, actions, data, shown, point):
+  config, checkpoints, writer = ctx.config, ctx.checkpoints, ctx.writer
+  first = step = int(jax.device_get(state.step))
+  progress = metrics.Progress(first, config.num_steps, config.batch_size, enabled=ctx.is_main)
+  if first == 0:
+    for action in actions:
+      if action.at_start:
+        action.fn(ctx, 0, state)
+  pending = []  # the device metrics since the last log, fetched together
+  with stopping.Guard(config.checkpoint_minutes) as guard:
+    save = Saver(checkpoints, writer, guard, data)
+    if step < config.num_steps:
+      logging.info("Compiling the training step (the first step waits for XLA; a minute or "
+                   "more on a CPU).")
+      compile_start = time.time()
+    while step < config.num_steps:
+      state, m = step_fn(state)
+      if step == first:
+        jax.block_until_ready(m)
+        logging.info("Compiled and ran the first step in %.0f s.", time.time() - compile_start)
+      pending.append(m)
+      step += 1
+      events.point(point, step)
+      state = events.after_step(step, state)
+      last = step == config.num_steps
+      logged_now = step % config.log_every == 0 or last
+      if logged_now:
+        log_train(step, pending, checkpoints, writer, progress, shown)
+        pending = []
+      best = False
+      for action in actions:
+        if action.due(step, last):
+          best = action.fn(ctx, step, state) is True or best
+      signum, timed = guard.poll(sync=logged_now)
+      if best or timed or signum or step % config.checkpoint_every == 0 or last:
+        save(step, state, pending, ctx.record, best=best)
+      if signum:
+        raise stopped(guard, signum, step, checkpoints)
+
+    def check_stop():
+      signum, _ = guard.poll(sync=True)
+      if signum:  # the last checkpoint is saved: a restart finishes again
+        raise stopped(guard, signum, step, checkpoints)
+
+    return finish(ctx, step, state, check_stop)

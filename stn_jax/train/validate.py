@@ -3,9 +3,10 @@
 ``check_config`` raises :class:`stn_jax.errors.ConfigError` with a sentence that
 names the field, the value and what to give instead. It reads only the config,
 the workdir's path and the number of devices: no JAX, no data, so it costs
-nothing and a test can call it directly. What needs the data (a corrupt file, a
-split smaller than a batch) is checked where the data is read, which in both
-training loops comes before the workdir is written.
+nothing and a test can call it directly. The settings only a task understands are
+checked by the task (:meth:`stn_jax.tasks.Task.check_config`), called from here. What
+needs the data (a corrupt file, a split smaller than a batch) is checked where the data
+is read, which comes before the workdir is written.
 
 >>> import ml_collections
 >>> check_config(ml_collections.ConfigDict({"num_steps": 0}))  # doctest: +ELLIPSIS
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 
+from stn_jax import tasks
 from stn_jax.errors import ConfigError
 
 __all__ = ["check_config", "check_workdir"]
@@ -71,9 +73,8 @@ def check_config(config, workdir=None, num_devices=None) -> None:
   Args:
     config: an experiment's ``ml_collections.ConfigDict``; fields it lacks are not checked.
     workdir: the run's directory; ``None``: not checked (see :func:`check_workdir`).
-    num_devices: the devices of the mesh, which must divide the batches; ``None``: not
-      checked. The co-localisation loop runs on one device, but its encoder (trained
-      with the mesh unless ``encoder_from`` names one) is checked against them.
+    num_devices: the devices of the mesh, for the task's own check
+      (:meth:`stn_jax.tasks.Task.check_config`); ``None``: not checked.
 
   Raises:
     stn_jax.errors.ConfigError: the first problem found, as a sentence.
@@ -97,14 +98,9 @@ def check_config(config, workdir=None, num_devices=None) -> None:
       raise _NoSuchPath(f"{name}={path!r} is not a checkpoint: it does not exist (looked "
                         f"from {os.getcwd()}); give --config.{name} the workdir of a finished "
                         "run, or leave it unset.")
-  if num_devices is not None and _get(config, "task") != "colocalisation":
-    for name in ("batch_size", "eval_batch_size"):
-      value = _get(config, name)
-      if value is not _MISSING and value % num_devices:
-        raise ConfigError(
-            f"{name} ({value}) must be divisible by the number of devices ({num_devices}), "
-            f"since each device takes an equal share; give a multiple of {num_devices}, "
-            f"e.g. {max(num_devices, value // num_devices * num_devices)}.")
+  if isinstance(_get(config, "task"), str):
+    # What only the task knows: the batch's share per device, its data, its own fields.
+    tasks.task_class(config).check_config(config, num_devices)
   encoder = _get(config, "encoder")
   if encoder is not _MISSING and hasattr(encoder, "keys") and not _get(config, "encoder_from"):
     try:
@@ -135,14 +131,6 @@ def _check_data(config):
   if source is not _MISSING and source not in _SOURCES:
     _fail("data.source", source, f"one of {', '.join(_SOURCES)} (IDX files if found, else "
           "TFDS; IDX files; TFDS)")
-  num_train, batch = _get(config, "data.num_train"), _get(config, "batch_size")
-  if isinstance(num_train, int) and isinstance(batch, int):
-    per_example = 2 if _get(config, "task") == "mnist_addition" else 1  # two digits a pair
-    if num_train < per_example * batch:
-      raise ConfigError(
-          f"data.num_train ({num_train}) holds fewer training examples than one batch "
-          f"(batch_size {batch}{' pairs of digits' if per_example == 2 else ''}); give "
-          f"--config.data.num_train >= {per_example * batch} or a smaller batch_size.")
 
 
 def check_workdir(workdir) -> None:
