@@ -191,6 +191,20 @@ def best_response(grid_desc, rand_desc, start, rounds: int, margin: float = 1.0,
   return np.stack(choices), np.asarray(losses)
 
 
+def _pick(cost, current, rank, places):
+  """``(box, better)``: the box of least ``cost`` (ties: the lower ``rank``, then the one
+  nearest ``current`` by ``places``), and whether it beats ``current``."""
+  if rank is None:
+    best = int(np.argmin(cost))
+    return best, cost[best] < cost[current]
+  ties = np.flatnonzero(cost == cost.min())
+  ties = ties[rank[ties] == rank[ties].min()]
+  if places is not None and len(ties) > 1:
+    ties = ties[np.argsort(np.abs(places[ties] - places[current]).sum(-1), kind="stable")]
+  best = int(ties[0])
+  return best, (cost[best], rank[best]) < (cost[current], rank[current])
+
+
 def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float = 1.0,
                        rand_index=None, allowed=None, rank=None, places=None, unary=None):
   """Eq. (1) summed over all pairs, minimised over a grid of boxes one image at a time.
@@ -276,17 +290,7 @@ def coordinate_descent(grid_desc, rand_desc, start, sweeps: int, margin: float =
               + np.maximum(0.0, d_pair[:, :, None] - own[None] + margin).mean((1, 2))
               + unary[n])
       cost[~allowed[n]] = np.inf
-      if rank is None:
-        best = int(np.argmin(cost))
-        better = cost[best] < cost[choice[n]]
-      else:
-        ties = np.flatnonzero(cost == cost.min())
-        ties = ties[rank[ties] == rank[ties].min()]
-        if places is not None and len(ties) > 1:
-          ties = ties[np.argsort(np.abs(places[ties] - places[choice[n]]).sum(-1),
-                                 kind="stable")]
-        best = int(ties[0])
-        better = (cost[best], rank[best]) < (cost[choice[n]], rank[choice[n]])
+      best, better = _pick(cost, choice[n], rank, places)
       if better:
         choice[n], moved = best, True
     if not moved:
