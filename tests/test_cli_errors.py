@@ -9,8 +9,6 @@ import os
 import pathlib
 import shutil
 import socket
-import subprocess
-import sys
 
 import ml_collections
 import pytest
@@ -20,29 +18,8 @@ from stn_jax import seeds as seeds_lib
 from stn_jax.datasets import mnist
 from stn_jax.errors import ConfigError, DataError, RunStopped
 from stn_jax.train import validate
-from test_mnist_source import idx_bytes, make_split
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
-SMOKE = "--config=experiments/distorted_mnist.py:rts,st_cnn,smoke"
-
-
-def run(*args, module="stn_jax.main", env=None):
-  """Runs ``python -m module args`` from the repository root, on its own package."""
-  full_env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", **(env or {})}
-  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
-                        capture_output=True, text=True, timeout=300, check=False, env=full_env)
-
-
-def error_line(out, *words):
-  """The ``error:`` line that ends stderr, after checking the exit and the absence of a
-  traceback; each of ``words`` must be in it."""
-  assert out.returncode != 0, out.stderr
-  assert "Traceback" not in out.stderr, out.stderr
-  lines = out.stderr.strip().splitlines()
-  assert lines and lines[-1].startswith("error: "), out.stderr[-3000:]
-  for word in words:
-    assert word in lines[-1], (word, lines[-1])
-  return lines[-1]
+from cli_helpers import REPO, SMOKE, error_line, run
+from mnist_files import idx_bytes, make_split
 
 
 def snapshot(folder):

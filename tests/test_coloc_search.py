@@ -13,7 +13,7 @@ import pytest
 from stn_jax.train import coloc_search
 from stn_jax.train.coloc_loss import triplet_hinge
 import experiment_configs
-from test_mnist_source import write_split
+from mnist_files import write_split
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from stn_jax.train import coloc_search
 from stn_jax.train import colocalisation as coloc
 import experiment_configs
 from experiment_configs import configure
-from test_mnist_source import write_split
+from mnist_files import write_split
 
 def load_config(variant):
   return experiment_configs.load_config("colocalisation", variant)

@@ -1,7 +1,7 @@
 """The CUB task and ``experiments/cub.py``: the smoke variant end to end, the 10-crop
 averaging, the input pipeline, pretrained weights and the refusals.
 
-The data are the tiny archive of ``test_cub_data`` (the real CUB layout: 6 train and
+The data are the tiny archive of ``cub_files`` (the real CUB layout: 6 train and
 3 test images of 3 classes), prepared here. BN-Inception has 69 convolutions, so
 compiling dominates on a CPU: the run starts from stand-in "pretrained" weights (XLA
 then drops the random initialisers, the slowest part to compile) and XLA's CPU
@@ -27,7 +27,7 @@ from stn_jax.datasets import cub, prepared
 from stn_jax.models.inception_bn import InceptionBN, save_backbone
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import cub_task, optim, trainer
-from test_cub_data import IMAGES, _official_files, _pack
+from cub_files import IMAGES, _official_files, _pack
 from experiment_configs import configure, load_config
 
 NUM_TRAIN = sum(1 for image in IMAGES if image[3])  # 6

@@ -7,17 +7,15 @@ The training test reads MNIST from ``$STN_MNIST_DIR`` and is skipped without it.
 
 import json
 import os
-import pathlib
-import re
 import shlex
 import subprocess
 import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from process_helpers import ARGS, REPO, _env
+
 LAUNCH = str(REPO / "launch.sh")
-ARGS = ["--config=experiments/distorted_mnist.py:rts,st_cnn,smoke", "--config.tensorboard=False"]
 
 # One process, two devices, and the global batches of two processes: each process reads its own
 # shard of the examples (pipeline.train_iterator), so the global batch is shard 0's batch then
@@ -53,18 +51,6 @@ mnist_task.DistortedMnist.train_iterator = lambda self, index, count: Joined(
 sys.argv[0] = "stn_jax.main"
 runpy.run_module("stn_jax.main", run_name="__main__")
 """
-
-
-def _env(devices):
-  """The environment of a child: this Python, the repo importable, ``devices`` CPU devices."""
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))}
-  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
-  env["XLA_FLAGS"] = f"{xla} --xla_force_host_platform_device_count={devices}".strip()
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHON"] = sys.executable
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-  return env
 
 
 def _read(workdir):

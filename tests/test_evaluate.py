@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from test_cli_errors import REPO, SMOKE, error_line, run
+from cli_helpers import REPO, SMOKE, error_line, run
 
 
 def test_evaluate_refuses_what_is_not_a_trained_run(tmp_path):

@@ -117,7 +117,7 @@ def test_offline_numbers_have_svhn_labels(mnist_dir):
 
 @pytest.fixture(scope="module")
 def svhn_data_dir(tmp_path_factory):
-  import test_svhn  # pylint: disable=import-outside-toplevel
+  import svhn_files  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   spec = {}
   for i in range(1, 25):
@@ -125,7 +125,7 @@ def svhn_data_dir(tmp_path_factory):
     spec[f"{i}.png"] = (60, 40, [(8 + 14 * j, 8, 12, 22, int(rng.integers(1, 11)))
                                  for j in range(k)])
   root = tmp_path_factory.mktemp("svhn_run")
-  manual = test_svhn.make_manual_dir(root / "manual", train=spec, test=test_svhn.TEST)
+  manual = svhn_files.make_manual_dir(root / "manual", train=spec, test=svhn_files.TEST)
   prepared.prepare("svhn", config="64", data_dir=root / "tfds", manual_dir=manual)
   return root / "tfds"
 

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from stn_jax.datasets import MnistNotFoundError, load_mnist, prepared  # noqa: E402
 from stn_jax.datasets import prepare as prepare_cli  # noqa: E402
 from stn_jax.datasets import mnist_tfds  # noqa: E402
-from test_mnist_source import make_split, write_split  # noqa: E402
+from mnist_files import make_split, write_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from stn_jax import peers
-from test_distributed import ARGS, REPO, _env
+from process_helpers import ARGS, REPO, _env
 
 
 def _free_port():

@@ -9,7 +9,7 @@ from PIL import Image
 
 from stn_jax import ops, train
 from stn_jax.train import pictures
-from test_train import smoke_config
+from experiment_configs import smoke_config
 
 
 def test_outline_of_a_zoom_and_shift_is_its_box():

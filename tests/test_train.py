@@ -18,12 +18,7 @@ from stn_jax import train
 from stn_jax.train import checkpoint as ckpt
 from stn_jax.train import mnist_task
 from stn_jax.train.config import parse_variant
-from experiment_configs import REPO, configure, load_config
-
-
-
-def smoke_config(mnist_dir, variant="rts,st_cnn,smoke", **overrides):
-  return configure("distorted_mnist", variant, **{"data.mnist_dir": str(mnist_dir), **overrides})
+from experiment_configs import REPO, load_config, smoke_config
 
 
 def jsonl(workdir):
@@ -151,7 +146,7 @@ _DEVICES_SCRIPT = """
 import json, sys
 import jax
 sys.path.insert(0, {tests!r})
-from test_train import smoke_config
+from experiment_configs import smoke_config
 from stn_jax import train
 assert jax.device_count() == 4, jax.devices()
 out = {{}}
