@@ -211,7 +211,7 @@ def test_seeds_run_in_their_own_folders_and_are_summarised(mnist_dir, tmp_path):
 def run_main(*args, env=None):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return subprocess.run(
       [sys.executable, "-m", "stn_jax.main", *args], cwd=repo, capture_output=True, text=True,
       timeout=120, check=False,

@@ -60,7 +60,7 @@ def _readme_example():
   """The task and the config of README.md's "Adding an experiment", as written there."""
   import pathlib  # pylint: disable=import-outside-toplevel
   import re  # pylint: disable=import-outside-toplevel
-  text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+  text = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
   section = text.split("## Adding an experiment", 1)[1].split("\n## ", 1)[0]
   blocks = re.findall(r"```python\n(.*?)```", section, re.S)
   files = {block.splitlines()[0].split(":")[0].lstrip("# ").strip(): block for block in blocks}

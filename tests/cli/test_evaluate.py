@@ -44,7 +44,7 @@ def test_a_trained_run_is_evaluated_to_the_figures_of_its_results(mnist_dir, tmp
   assert best["step"] == results["best_step"] and list(best["sets"]) == ["validation"]
   assert best["sets"]["validation"]["error"] == pytest.approx(results["best_validation_error"],
                                                               abs=1e-9)
-  # The notebook's last cell shows this run (notebooks/tour.ipynb; tests/test_notebook.py
+  # The notebook's last cell shows this run (notebooks/tour.ipynb; tests/docs/test_notebook.py
   # runs it without one).
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")

@@ -16,7 +16,7 @@ from stn_jax.datasets.mnist import find_mnist_dir
 from mnist_files import idx_bytes, make_split, write_idx, write_split
 
 ENV = "STN_MNIST_DIR"
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

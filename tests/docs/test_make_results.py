@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 # The addition table's budget (experiments/mnist_addition.py): steps, batch, decay_every, rate.
 ADDITION_BUDGET = (15000, 64, 12000, 0.01)
 

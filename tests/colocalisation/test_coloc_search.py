@@ -15,7 +15,7 @@ from stn_jax.train.coloc_loss import triplet_hinge
 import experiment_configs
 from mnist_files import write_split
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_the_grid_holds_every_scale_at_every_centre():

@@ -11,7 +11,7 @@ import threading
 
 from stn_jax.train import metrics as metrics_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _event_writers(writer):
@@ -96,7 +96,7 @@ def test_a_picture_left_unread_by_a_dead_thread_does_not_hold_the_exit(tmp_path)
       writer.close()
       print("closed", flush=True)
   """)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests", "train")]))
   proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode == 0 and "closed" in proc.stdout, proc.stderr[-3000:]

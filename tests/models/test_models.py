@@ -229,7 +229,7 @@ def test_budget_is_met():
 
 @pytest.mark.slow  # 25 s: builds every model of the table
 def test_docs_models_table_matches_the_code():
-  text = (pathlib.Path(__file__).parents[1] / "docs" / "models.md").read_text()
+  text = (pathlib.Path(__file__).parents[2] / "docs" / "models.md").read_text()
   table = re.findall(r"^\| (.+?) \| `(\S+)` \| (.*?) \| .*? \| ([\d,]+) \|", text, re.M)
   documented = [(e, n, int(p.replace(",", ""))) for e, n, _, p in table]
   computed = [(e, n, p) for e, _, n, _, p in summary.rows()]
@@ -271,7 +271,7 @@ def test_cub_pretrained_backbone_goes_into_every_backbone(tmp_path):
 
 
 def test_readme_model_example_runs():
-  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
   section = readme.split("## A spatial transformer in a Flax model", 1)[1].split("\n## ", 1)[0]
   code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
   namespace = {}
