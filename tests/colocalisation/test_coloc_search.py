@@ -1,6 +1,6 @@
 """Eq. (1) over a grid of boxes (stn_jax.train.coloc_search): the grid, the per-box loss
 against the loop's own hinge, best response and the search on hand-made descriptors; then
-docs/coloc_landscape.py on a smoke encoder."""
+docs/generate/coloc_landscape.py on a smoke encoder."""
 
 import importlib.util
 import json
@@ -264,7 +264,7 @@ def test_the_landscape_command_measures_every_view_and_descriptor(tmp_path, monk
     enc.tensorboard = False
   train.train_and_evaluate(enc, str(tmp_path / "encoder"))
   spec = importlib.util.spec_from_file_location("coloc_landscape",
-                                                REPO / "docs" / "coloc_landscape.py")
+                                                REPO / "docs" / "generate" / "coloc_landscape.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   monkeypatch.setenv("STN_MNIST_DIR", str(tmp_path))

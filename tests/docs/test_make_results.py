@@ -1,5 +1,5 @@
-"""docs/make_results.py: the one command that trains the paper's MNIST tables and writes the
-results page."""
+"""docs/generate/make_results.py: the one command that trains the paper's MNIST tables and
+writes the results page."""
 
 import importlib.util
 import json
@@ -15,7 +15,8 @@ ADDITION_BUDGET = (15000, 64, 12000, 0.01)
 
 @pytest.fixture
 def make_results():
-  spec = importlib.util.spec_from_file_location("make_results", REPO / "docs" / "make_results.py")
+  spec = importlib.util.spec_from_file_location("make_results",
+                                                REPO / "docs" / "generate" / "make_results.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -242,7 +243,8 @@ def test_a_started_run_with_other_settings_is_not_resumed(make_results, mnist_di
 
 
 def test_the_colocalisation_section_shows_each_class_beside_the_paper(tmp_path):
-  spec = importlib.util.spec_from_file_location("make_coloc", REPO / "docs" / "make_coloc.py")
+  spec = importlib.util.spec_from_file_location("make_coloc",
+                                                REPO / "docs" / "generate" / "make_coloc.py")
   make_coloc = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(make_coloc)
   docs, runs = tmp_path / "docs", tmp_path / "runs"

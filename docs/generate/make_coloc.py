@@ -3,8 +3,9 @@
 confidence added, and the paper's SGD for class 8 of each, then keeps their results in
 ``docs/results/coloc/`` for the section of ``docs/results.md``.
 
-  python docs/make_coloc.py run      # what is missing (a committed result counts), then write
-  python docs/make_coloc.py write    # rewrite docs/results.md from what is committed
+  python docs/generate/make_coloc.py run    # what is missing (a committed result counts),
+                                            # then write
+  python docs/generate/make_coloc.py write  # rewrite docs/results.md from what is committed
 
 Every run shares one encoder, ``<runs>/coloc_encoder``: the co-localisation config's own
 ``encoder`` (``distorted_mnist.py:plain,cnn``, 3000 steps), trained first if missing, as a
@@ -22,7 +23,7 @@ import pathlib
 import shutil
 import time
 
-DOCS = pathlib.Path(__file__).resolve().parent
+DOCS = pathlib.Path(__file__).resolve().parents[1]  # the script sits in docs/generate/
 REPO = DOCS.parent
 DATASETS = ("t", "tc")
 CLASSES = tuple(range(10))
@@ -170,7 +171,7 @@ def section_lines(docs: pathlib.Path) -> list:
       "image's box (no label is read: the largest over the ten classes). No localiser is",
       "trained; the true boxes and labels only score the result. **The paper's** method, SGD",
       "on a localiser with eq. (1) as stated, is run for class 8 (below the table). Every",
-      "setting was chosen on other images (`data.seed=1`; docs/lab_notes.md,",
+      "setting was chosen on other images (`data.seed=1`; docs/research/lab_notes.md,",
       "\"Co-localisation: the search that localises\", \"The margin and ties between boxes\"",
       "and \"The encoder's confidence\").", "",
       "| class | T, eq. (1) alone | T, + confidence | T, paper | TC, eq. (1) alone "
@@ -215,10 +216,12 @@ def section_lines(docs: pathlib.Path) -> list:
   lines += ["Each cell of + confidence: `" + command("<t|tc>", "<class>", "confidence") + "`;",
             "of eq. (1) alone: `" + command("<t|tc>", "<class>") + "`; the paper's",
             f"method: the same without `,search` (`{command('t', 8, 'sgd')}`). The",
-            "encoder is trained once by `python docs/make_coloc.py run` (or by a run without",
+            "encoder is trained once by `python docs/generate/make_coloc.py run` "
+            "(or by a run without",
             "`encoder_from`, in its `workdir/encoder`). Seconds: each run's wall time on the",
             "2-core machine, the encoder's training not counted. Where eq. (1) alone falls",
-            "short, and why the confidence was added: docs/lab_notes.md, \"Where this sweep",
+            "short, and why the confidence was added: docs/research/lab_notes.md, "
+            "\"Where this sweep",
             "falls short\" and \"The encoder's confidence\".", ""]
   return lines
 

@@ -1,6 +1,6 @@
 """Eq. (1) of co-localisation measured over a grid of boxes (issue 18).
 
-  python docs/coloc_landscape.py --encoder=runs/coloc_t_8/encoder --out=land.json
+  python docs/generate/coloc_landscape.py --encoder=runs/coloc_t_8/encoder --out=land.json
 
 For ``--images`` images n of the set, the loss of n's crop at every grid box
 against the other images' crops held (a) at their true boxes and (b) at the identity (the
@@ -10,9 +10,9 @@ where each image's least-loss box falls (its IoU with the true box) and how many
 beat the true one. The true boxes are read only here, to diagnose.
 
 The encoder is a trained ``cnn`` run (e.g. the ``encoder`` directory a co-localisation run
-trains, or ``runs/first_results/r_cnn`` of docs/make_results.py). MNIST comes from
+trains, or ``runs/first_results/r_cnn`` of docs/generate/make_results.py). MNIST comes from
 ``$STN_MNIST_DIR``. What it showed, and the search it led to (the ``search`` variant of
-experiments/colocalisation.py): docs/lab_notes.md, "Co-localisation: the landscape of
+experiments/colocalisation.py): docs/research/lab_notes.md, "Co-localisation: the landscape of
 eq. (1)".
 """
 

@@ -2,16 +2,16 @@
 Table 1 (R, RTS, P, E x eight models), the TC line and the supplement's MNIST addition
 table, then writes ``docs/results.md``, ``docs/results/*.json`` and the pictures.
 
-  python docs/make_results.py run      # train what is missing (resumes), then write
-  python docs/make_results.py write    # only rewrite the docs from finished runs
-  python docs/make_results.py gap      # after run: the FCN/ST-FCN runs that measure the gap
+  python docs/generate/make_results.py run    # train what is missing (resumes), then write
+  python docs/generate/make_results.py write  # only rewrite the docs from finished runs
+  python docs/generate/make_results.py gap    # after run: the FCN/ST-FCN runs that measure the gap
 
 ``run --only r,p`` trains the runs of those columns only (r, rts, p, e, tc, add).
 
 Every run of a table has the same budget: its experiment's ``results`` variant.
 Table 1 and TC train 3000 steps of 64, the learning rate 0.01 divided by ten at 40%
 and at 80% of the steps (the paper divides its 150k at each third; why ours differs
-is in docs/paper_notes.md, "First results", and docs/lab_notes.md); the addition
+is in docs/paper_notes.md, "First results", and docs/research/lab_notes.md); the addition
 table has a longer budget of its own (experiments/mnist_addition.py). ``--steps``
 and ``--batch`` replace every table's budget (quick checks). Seed 0 of every
 run trains first; then seeds 1 and 2 of the runs :func:`seed_plan` names. Runs
@@ -33,7 +33,8 @@ import time
 
 import numpy as np
 
-DOCS = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(__file__).resolve().parent  # docs/generate/, beside make_coloc.py
+DOCS = HERE.parent  # where results.md and results/ go
 REPO = DOCS.parent
 
 # A run is (column, model, transform): the column is a distortion of distorted_mnist.py, or
@@ -67,16 +68,16 @@ PAPER.update({("tc", "fcn", None): 13.2, ("tc", "cnn", None): 3.5,
 RUN_NOTES = {
     ("tc", "cnn", None): "includes about 17 minutes in which a pilot run (TC ST-CNN, "
                          "localisation at 0.1x) shared the 2 cores; trained at 77 images/s "
-                         "(docs/lab_notes.md), 219 since issue 15 (docs/performance.md).",
+                         "(docs/research/lab_notes.md), 219 since issue 15 (docs/performance.md).",
     ("tc", "st_cnn", None): "trained beside its seed-2 run, the two sharing the 2 cores "
                             "throughout; alone, seed 1 took 9.5 minutes.",
     ("p", "st_fcn", "tps"): "shared the 2 cores with a 20-second check of the P distortion.",
     ("e", "st_fcn", None): "shared the 2 cores for 30 of its 41 seconds with a pilot FCN run "
-                           "(the other reading of P, docs/lab_notes.md).",
+                           "(the other reading of P, docs/research/lab_notes.md).",
     ("e", "st_fcn", "projective"): "shared the 2 cores with a 12-second smoke run.",
     ("r", "st_cnn", None): "stopped after 669 steps and resumed; its time adds both parts "
                            "(the first, 43 s, read from its files' times).",
-    ("rts", "cnn", None): "trained at 193 images/s (docs/lab_notes.md); since issue 15's "
+    ("rts", "cnn", None): "trained at 193 images/s (docs/research/lab_notes.md); since issue 15's "
                           "convolution gradients the step runs 451 images/s "
                           "(docs/performance.md).",
 }
@@ -89,7 +90,7 @@ TABLE_NOTES = {}
 # Localisation-net learning-rate multipliers chosen on the validation split (the paper gives
 # none for MNIST; every other ST run trains its localiser at the base rate): the config's
 # variant. At the full rate the TC ST-CNN's validation error rose before the first decay at
-# every seed; why 0.3 is in docs/paper_notes.md, "First results", and docs/lab_notes.md.
+# every seed; why 0.3 is in docs/paper_notes.md, "First results", and docs/research/lab_notes.md.
 LOCALIZATION_LR = {("tc", "st_cnn", None): "loc0.3"}
 NAMES = {"fcn": "FCN", "cnn": "CNN", "st_fcn": "ST-FCN", "st_cnn": "ST-CNN",
          "2xst_fcn": "2xST-FCN"}
@@ -390,7 +391,8 @@ def _gap_lines(runs_dir, found, docs):
   return [
       "", "## Where the gap to the paper comes from", "",
       "% test error of the cheap models when the training digits or the steps change (written",
-      "by `python docs/make_results.py gap`; results in `docs/results/gap/`; seed 0). Every",
+      "by `python docs/generate/make_results.py gap`; results in `docs/results/gap/`; seed 0). "
+      "Every",
       "other setting is the tables'. The reading is in `docs/paper_notes.md`, \"First results\".",
       "",
       f"| dataset | model | {n // 4} digits | {n // 2} digits | {n} digits (the table) | "
@@ -582,8 +584,10 @@ def write_docs(runs_dir: pathlib.Path, steps=None, batch=None, docs: pathlib.Pat
   lines = [
       "# The paper's MNIST tables on real MNIST digits",
       "",
-      "Written by `python docs/make_results.py write` from the runs' `results.json` files (kept in",
-      "`docs/results/`); `python docs/make_results.py run` trains what is missing (committed",
+      "Written by `python docs/generate/make_results.py write` from the runs' `results.json` "
+      "files (kept in",
+      "`docs/results/`); `python docs/generate/make_results.py run` trains what is missing "
+      "(committed",
       "results are kept) and rewrites this page.",
       "",
   ] + textwrap.wrap(
@@ -642,8 +646,8 @@ def write_docs(runs_dir: pathlib.Path, steps=None, batch=None, docs: pathlib.Pat
 
 
 def _coloc_lines(docs) -> list:
-  """Supplementary Table 2 from the results docs/make_coloc.py committed, if any."""
-  spec = importlib.util.spec_from_file_location("make_coloc", DOCS / "make_coloc.py")
+  """Supplementary Table 2 from the results docs/generate/make_coloc.py committed, if any."""
+  spec = importlib.util.spec_from_file_location("make_coloc", HERE / "make_coloc.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.section_lines(docs)

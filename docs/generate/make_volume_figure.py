@@ -1,6 +1,6 @@
 """Draws docs/ops_volume.png: slices of a volume before and after a 3-D affine warp.
 
-    python docs/make_volume_figure.py [--out docs/ops_volume.png]
+    python docs/generate/make_volume_figure.py [--out docs/ops_volume.png]
 
 The volume is synthetic (32^3): a solid ball, a bar along x and a thinner bar along z,
 so that a rotation about the x axis shows in every slice. The warp is
@@ -35,7 +35,8 @@ def theta(degrees: float = 30.0, zoom: float = 1.2) -> np.ndarray:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "ops_volume.png"))
+  parser.add_argument("--out", default=str(
+      pathlib.Path(__file__).resolve().parents[1] / "ops_volume.png"))  # beside docs/ops.md
   args = parser.parse_args()
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")

@@ -1,6 +1,6 @@
 """Draws docs/ops_warps.png: one digit under an identity, affine, projective and TPS warp.
 
-    python docs/make_ops_figure.py [--out docs/ops_warps.png] [--index 0]
+    python docs/generate/make_ops_figure.py [--out docs/ops_warps.png] [--index 0]
 
 The digit is one of the MNIST test images, read with
 :func:`stn_jax.datasets.mnist.load_mnist` (from ``$STN_MNIST_DIR`` or
@@ -52,7 +52,8 @@ def warps():
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=str(pathlib.Path(__file__).with_name("ops_warps.png")))
+  parser.add_argument("--out", default=str(
+      pathlib.Path(__file__).resolve().parents[1] / "ops_warps.png"))  # beside docs/ops.md
   parser.add_argument("--index", type=int, default=0)
   args = parser.parse_args()
 
