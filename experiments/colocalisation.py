@@ -28,7 +28,7 @@ it. The trainer is ``stn_jax.colocalisation.trainer.train_colocalisation``. docs
 ``random_crop``, ``init_scale``, ``learn_scale`` and the search. With the paper's SGD none of
 them has localised the digits in our runs; the search's results, with eq. (1) alone and with
 the confidence, are in docs/results.md ("Supplementary Table 2") and how they were chosen in
-docs/lab_notes.md ("Co-localisation: the search that localises", "The encoder's
+docs/research/lab_notes.md ("Co-localisation: the search that localises", "The encoder's
 confidence").
 """
 
@@ -60,7 +60,7 @@ def get_config(arg=None):
   d.seed = 0  # fixes the digits, their placement and the clutter
 
   c.margin = 1.0  # alpha of eq. (1)
-  # The paper's reading (docs/lab_notes.md, "Co-localisation runs", lists what each
+  # The paper's reading (docs/research/lab_notes.md, "Co-localisation runs", lists what each
   # alternative did in our runs): raw descriptors, I_n^rand a 28x28 window (a digit's size),
   # the localiser starting at the identity.
   c.normalize_features = False  # True: unit-length descriptors before the distances
@@ -69,7 +69,7 @@ def get_config(arg=None):
   c.learn_scale = True  # False: s stays at its start; the localiser learns tx, ty only
   # 'sgd': the paper's SGD on the localiser. 'search' (ours, the `search` variant):
   # eq. (1) minimised over a grid of boxes (search.moves says how), on unit-length
-  # descriptors (docs/lab_notes.md, "Co-localisation: the search that localises").
+  # descriptors (docs/research/lab_notes.md, "Co-localisation: the search that localises").
   c.optimizer = "sgd"
   c.search = _search_settings()
   _search_variant(c, v)
@@ -136,7 +136,7 @@ def _search_variant(c, v):
     # Unit-length descriptors put squared distances in [0, 4] (about 10^3 for raw ones,
     # against which the paper's alpha = 1 is small), so alpha = 1 keeps every hinge active
     # and the loss linear. 0.1 was chosen on validation sets (data.seed=1) from 1, 0.1 and
-    # 0.01 (docs/lab_notes.md, "The margin and ties between boxes").
+    # 0.01 (docs/research/lab_notes.md, "The margin and ties between boxes").
     c.margin = 0.1
   if v["confidence"]:
     if not v["search"]:
@@ -144,7 +144,7 @@ def _search_variant(c, v):
                        "e.g. colocalisation.py:tc,7,search,confidence.")
     # Ours: eq. (1) plus CONFIDENCE_WEIGHT times how little the encoder reads a digit in each
     # box (1 - its largest class probability), chosen on validation sets (data.seed=1;
-    # docs/lab_notes.md, "The encoder's confidence").
+    # docs/research/lab_notes.md, "The encoder's confidence").
     c.search.confidence_weight = CONFIDENCE_WEIGHT
 
 

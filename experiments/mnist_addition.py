@@ -22,7 +22,7 @@ from stn_jax.train.config import base_config, mnist_data, parse_variant, sibling
 common = sibling(__file__, "common")
 
 # The budget of docs/results.md's addition table, chosen on the validation split
-# (docs/lab_notes.md, "MNIST addition"): at Table 1's 3000 steps every model is still at
+# (docs/research/lab_notes.md, "MNIST addition"): at Table 1's 3000 steps every model is still at
 # chance, and a division of the rate at 40% of the steps comes while they leave it.
 RESULTS_STEPS = 15000
 RESULTS_DECAY_AT = 0.8

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from test_mnist_source import write_split
+from mnist_files import write_split
 
 
 @pytest.fixture

@@ -29,3 +29,8 @@ def configure(name, variant=None, **overrides):
         node = node[part]
       node[last] = value
   return c
+
+
+def smoke_config(mnist_dir, variant="rts,st_cnn,smoke", **overrides):
+  """The smoke variant of ``experiments/distorted_mnist.py`` on the MNIST files in ``mnist_dir``."""
+  return configure("distorted_mnist", variant, **{"data.mnist_dir": str(mnist_dir), **overrides})
