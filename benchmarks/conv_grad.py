@@ -14,7 +14,7 @@ max (``select_and_scatter``) against ``stn_jax.nn.pooling.max_pool``'s and PyTor
 All implementations of a row run in one process, interleaved (the order reversed
 every round), on 2 threads (``OMP_WAIT_POLICY=PASSIVE`` for PyTorch), jitted with
 the trainer's compiler options, with freed memory kept as the trainer keeps it
-(``stn_jax.train.compile.keep_freed_memory``). The table gives each one's median
+(``stn_jax.runtime.xla.keep_freed_memory``). The table gives each one's median
 milliseconds; a way's backward time is its input gradient plus XLA's kernel
 gradient (the FFT's gives both), and "picked (fastest)" names the way
 ``stn_jax.nn.conv.input_grad_method`` picks and, where another was faster, that

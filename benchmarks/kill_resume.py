@@ -52,7 +52,7 @@ def _env():
 
 
 def _records(workdir):
-  from stn_jax.train import metrics  # pylint: disable=import-outside-toplevel
+  from stn_jax.runtime import metrics  # pylint: disable=import-outside-toplevel
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     jsonl = collections.Counter((r["step"], r["split"]) for r in map(json.loads, f))
   tb = collections.Counter((tag, step) for tag, step, _ in
@@ -64,7 +64,7 @@ def _compare(straight, workdir):
   """What differs between the two runs' final parameters, results and records."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from stn_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  from stn_jax.runtime import checkpoint  # pylint: disable=import-outside-toplevel
   want, got = (checkpoint.params_from(w) for w in (straight, workdir))
   leaves = list(zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)))
   same_tree = jax.tree_util.tree_structure(want) == jax.tree_util.tree_structure(got)

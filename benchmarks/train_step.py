@@ -47,7 +47,7 @@ forward+backward, the localisation net, the grid+sampler and the classifier
 ``F.conv2d``, ``torch.nn.grad.conv2d_weight`` and ``conv2d_input``.
 
 ``--variants`` compiles the JAX side more than one way, timed in the same rounds:
-``trainer`` (the trainer's compilation, ``stn_jax.train.compile``) and
+``trainer`` (the trainer's compilation, ``stn_jax.runtime.xla``) and
 ``xla_default`` (XLA's own CPU defaults: YNNPACK takes the dot, convolution and
 reduce fusions) and ``dots_only`` (YNNPACK takes the dots alone). Each variant is
 checked against the twin as above; only the trainer's must agree, another's
@@ -90,8 +90,9 @@ except ImportError as e:  # pragma: no cover - a message for the user
                    "pip install -e '.[bench]'") from e
 
 from stn_jax.datasets import MnistNotFoundError, distortions, load_mnist
-from stn_jax.train import compile as compile_lib
-from stn_jax.train import mnist_task, trainer
+from stn_jax.runtime import xla as compile_lib
+from stn_jax.tasks import distorted_mnist as mnist_task
+from stn_jax.train import classifier as trainer
 
 import step_split
 from interleave import calls_per_round, interleaved, jax_repeat, ratio_stats, torch_repeat

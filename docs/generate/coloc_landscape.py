@@ -44,7 +44,7 @@ def _describer(encoder_path: str, view: str):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from stn_jax import ops  # pylint: disable=import-outside-toplevel
-  from stn_jax.train.colocalisation import encoder_from_run  # pylint: disable=import-outside-toplevel
+  from stn_jax.colocalisation import encoder_from_run  # pylint: disable=import-outside-toplevel
   model, params = encoder_from_run(encoder_path)
 
   @jax.jit
@@ -81,9 +81,9 @@ def _identity_theta(count):
 
 
 def landscape(args) -> dict:
-  from stn_jax.train import coloc_search  # pylint: disable=import-outside-toplevel
-  from stn_jax.train.colocalisation import DESCRIPTOR_LAYERS, descriptor_part  # pylint: disable=import-outside-toplevel
-  from stn_jax.train.coloc_boxes import box_from_theta, box_iou, theta_from_box  # pylint: disable=import-outside-toplevel
+  from stn_jax.colocalisation import search as coloc_search  # pylint: disable=import-outside-toplevel
+  from stn_jax.colocalisation import DESCRIPTOR_LAYERS, descriptor_part  # pylint: disable=import-outside-toplevel
+  from stn_jax.colocalisation.boxes import box_from_theta, box_iou, theta_from_box  # pylint: disable=import-outside-toplevel
   images, boxes = _dataset(args.dataset, args.digit, args.size, args.seed)
   truth = theta_from_box(boxes, IMAGE_HW).astype(np.float32)
   grid = coloc_search.box_grid([float(s) for s in args.scales.split(",")], args.positions)

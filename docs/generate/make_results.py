@@ -227,7 +227,7 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
   resumed. Returns whether it trained.
   """
   from stn_jax import errors, train  # pylint: disable=import-outside-toplevel
-  from stn_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  from stn_jax.runtime import checkpoint  # pylint: disable=import-outside-toplevel
   try:
     checkpoint.check_workdir(config, str(workdir))
   except errors.ConfigError as e:
@@ -257,7 +257,7 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
 def _other_settings(found: dict, config) -> list:
   """How the config of a finished run (``found``, from its results) differs from
   ``config`` in what fixes its trajectory, its length included."""
-  from stn_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  from stn_jax.runtime import checkpoint  # pylint: disable=import-outside-toplevel
   there = {**checkpoint.run_identity(found), "num_steps": found["num_steps"]}
   here = {**checkpoint.run_identity(config), "num_steps": config.num_steps}
   return [f"{k}: {there[k]!r} there, {here[k]!r} here"
@@ -514,8 +514,9 @@ def _st_picture(runs_dir, run, result, path, n=16):
   import jax  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  from stn_jax.train import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
-  from stn_jax.train import pictures, tasks  # pylint: disable=import-outside-toplevel
+  from stn_jax.runtime import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+  from stn_jax import tasks
+  from stn_jax.train import pictures  # pylint: disable=import-outside-toplevel
   config = ml_collections.ConfigDict(result["config"])
   with config.unlocked():
     config.data.num_eval = n

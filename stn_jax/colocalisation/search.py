@@ -1,6 +1,6 @@
 """Eq. (1) of co-localisation over a grid of boxes: its loss for each candidate box of an
 image, and its minimisation by moving one image's box at a time (ours, issue 18;
-docs/lab_notes.md, "Co-localisation: the landscape of eq. (1)" and "the search that
+docs/research/lab_notes.md, "Co-localisation: the landscape of eq. (1)" and "the search that
 localises").
 
 Plain SGD on eq. (1) leaves the identity by zooming out, and a fixed-scale start drifts to
@@ -15,7 +15,7 @@ eq. (1). Only the images and the encoder are used; no box or label.
 
 Descriptors are NumPy arrays; the functions here are pure and small enough to test with
 hand-made ones. The co-localisation loop (``optimizer='search'``) and
-``docs/coloc_landscape.py`` compute them with an encoder.
+``docs/generate/coloc_landscape.py`` compute them with an encoder.
 """
 
 from __future__ import annotations

@@ -66,10 +66,21 @@ def _flatten(tree, prefix=""):
 def run_identity(config, exclude=frozenset()) -> dict:
   """The settings that fix a run's trajectory: every field of ``config`` (a ConfigDict or
   a dict, flattened to dotted names) but those in ``exclude`` (the config schema's
-  :data:`stn_jax.train.config.NOT_IDENTITY`)."""
+  :data:`stn_jax.train.config.NOT_IDENTITY`), at the top or in a sub-config: with
+  ``data.mnist_dir`` excluded, so is ``encoder.data.mnist_dir``.
+
+  >>> run_identity({"seed": 1, "data": {"mnist_dir": "a"}, "encoder": {"data": {
+  ...     "mnist_dir": "b", "seed": 2}}}, exclude={"data.mnist_dir"})
+  {'encoder.data.seed': 2, 'seed': 1}
+  """
   tree = config if isinstance(config, dict) else config.to_dict()
   flat = _flatten(json_safe(tree))
-  return {k: v for k, v in sorted(flat.items()) if k not in exclude}
+
+  def excluded(name):
+    parts = name.split(".")
+    return any(".".join(parts[i:]) in exclude for i in range(len(parts)))
+
+  return {k: v for k, v in sorted(flat.items()) if not excluded(k)}
 
 
 def _supplemented(found: dict, workdir: str, exclude) -> dict:

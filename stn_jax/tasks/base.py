@@ -189,8 +189,7 @@ def task_class(config) -> type:
 def _import_builtin_all():
   """Imports every built-in task module, so that an error can list them all."""
   import pkgutil  # pylint: disable=import-outside-toplevel
-  import stn_jax.tasks  # pylint: disable=import-outside-toplevel
-  for info in pkgutil.iter_modules(stn_jax.tasks.__path__):
+  for info in pkgutil.iter_modules(importlib.import_module("stn_jax.tasks").__path__):
     if info.name != "base":
       importlib.import_module(f"stn_jax.tasks.{info.name}")
   for info in pkgutil.iter_modules(importlib.import_module("stn_jax").__path__):

@@ -309,28 +309,28 @@ def test_parse_seeds():
 
 
 def test_main_reports_user_errors_with_their_exit_code_and_bugs_with_a_traceback(capsys):
-  from stn_jax import main  # pylint: disable=import-outside-toplevel
+  from stn_jax import cli  # pylint: disable=import-outside-toplevel
   with pytest.raises(SystemExit) as info:
-    with main._user_errors():  # pylint: disable=protected-access
+    with cli.user_errors():
       raise RunStopped("Stopped by SIGTERM at step 7;\n  run the same command to resume.",
                        step=7, signum=15)
   assert info.value.code == 143  # a stop is no error: its sentence alone, on one line
   assert capsys.readouterr().err == ("Stopped by SIGTERM at step 7; run the same command to "
                                      "resume.\n")
   with pytest.raises(SystemExit) as info:
-    with main._user_errors():  # pylint: disable=protected-access
+    with cli.user_errors():
       raise ConfigError("A setting\n  cannot work.")
   assert info.value.code == 1
   assert capsys.readouterr().err == "error: A setting cannot work.\n"
   with pytest.raises(SystemExit) as info:
-    with main._user_errors():  # pylint: disable=protected-access
+    with cli.user_errors():
       raise FileNotFoundError("No such file: x.")
   assert info.value.code == 1
   with pytest.raises(RuntimeError, match="a bug"):
-    with main._user_errors():  # pylint: disable=protected-access
+    with cli.user_errors():
       raise RuntimeError("a bug")
   with pytest.raises(ValueError, match="not ours"):  # a plain ValueError is no user error
-    with main._user_errors():  # pylint: disable=protected-access
+    with cli.user_errors():
       raise ValueError("not ours")
 
 

@@ -1,4 +1,4 @@
-"""Eq. (1) over a grid of boxes (stn_jax.train.coloc_search): the grid, the per-box loss
+"""Eq. (1) over a grid of boxes (stn_jax.colocalisation.search): the grid, the per-box loss
 against the loop's own hinge, best response and the search on hand-made descriptors; then
 docs/generate/coloc_landscape.py on a smoke encoder."""
 
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stn_jax.train import coloc_search
-from stn_jax.train.coloc_loss import triplet_hinge
+from stn_jax.colocalisation import search as coloc_search
+from stn_jax.colocalisation.loss import triplet_hinge
 import experiment_configs
 from mnist_files import write_split
 

@@ -16,9 +16,9 @@ from PIL import Image
 
 from stn_jax import models, ops
 from stn_jax.train import NonFiniteLossError
-from stn_jax.train import checkpoint as ckpt
-from stn_jax.train import coloc_search
-from stn_jax.train import colocalisation as coloc
+from stn_jax.runtime import checkpoint as ckpt
+from stn_jax.colocalisation import search as coloc_search
+from stn_jax import colocalisation as coloc
 import experiment_configs
 from experiment_configs import configure
 from mnist_files import write_split
@@ -185,7 +185,7 @@ def test_the_confidence_term_weighs_the_encoders_largest_class_probability(strai
            "search.refine_rounds": 0, "search.confidence_weight": 1e6}
   config = smoke_config(coloc_mnist, "t,8,search,confidence,smoke", **small)
   results = coloc.train_colocalisation(config, str(tmp_path))
-  images, _ = coloc._dataset(config)
+  images, _ = coloc.dataset(config)
   encoder, params = coloc.encoder_from_run(encoder_dir)
   grid = coloc_search.box_grid([0.333, 0.5, 1.0], 5)
   grid = grid[coloc_search.inside(grid)]
@@ -381,7 +381,7 @@ def test_same_scale_crops_read_windows_of_the_given_scale():
 
 def test_the_entry_hands_the_task_to_its_loop_and_the_trainer_refuses_it(tmp_path, monkeypatch):
   from stn_jax import train  # pylint: disable=import-outside-toplevel
-  from stn_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import classifier as trainer  # pylint: disable=import-outside-toplevel
   c = load_config("t,3")
   calls = []
   monkeypatch.setattr(coloc, "train_colocalisation", lambda *a: calls.append(a) or {"ok": 1})

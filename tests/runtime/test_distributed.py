@@ -23,7 +23,7 @@ LAUNCH = str(REPO / "launch.sh")
 _REFERENCE = """
 import runpy, sys
 import numpy as np
-from stn_jax.train import mnist_task
+from stn_jax.tasks import distorted_mnist as mnist_task
 
 
 class Joined:

@@ -1,4 +1,4 @@
-"""Losing a process of a multi-process run (stn_jax/peers.py).
+"""Losing a process of a multi-process run (stn_jax/runtime/peers.py).
 
 Two real trainer processes on loopback (CPU, gloo), as a user starts them by hand; once they
 have trained and checkpointed together, one is SIGKILLed. The other must stop within seconds
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from stn_jax import peers
+from stn_jax.runtime import peers
 from process_helpers import ARGS, REPO, _env
 
 

@@ -1,4 +1,4 @@
-"""The trainer's compiler options (stn_jax.train.compile) and trainer.build_train_step:
+"""The trainer's compiler options (stn_jax.runtime.xla) and trainer.build_train_step:
 on the CPU the training step's convolutions stay out of YNNPACK, elsewhere nothing
 changes, and an option this jaxlib refuses falls back to XLA's defaults."""
 
@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from stn_jax.train import compile as compile_lib
-from stn_jax.train import trainer
+from stn_jax.runtime import xla as compile_lib
+from stn_jax.train import classifier as trainer
 from experiment_configs import load_config
 
 
@@ -54,7 +54,7 @@ def test_the_cpu_training_step_keeps_convolutions_out_of_ynnpack():
 
 
 def test_the_colocalisation_steps_get_the_trainers_options(monkeypatch):
-  from stn_jax.train import colocalisation  # pylint: disable=import-outside-toplevel
+  from stn_jax import colocalisation  # pylint: disable=import-outside-toplevel
   seen = []
   monkeypatch.setattr(colocalisation.jax, "jit",
                       lambda fn, **kwargs: seen.append(kwargs.get("compiler_options")) or fn)

@@ -25,8 +25,10 @@ pytest.importorskip("array_record")
 from stn_jax import train
 from stn_jax.datasets import cub, prepared
 from stn_jax.models.inception_bn import InceptionBN, save_backbone
-from stn_jax.train import checkpoint as ckpt
-from stn_jax.train import cub_task, optim, trainer
+from stn_jax.runtime import checkpoint as ckpt
+from stn_jax.tasks import cub as cub_task
+from stn_jax.train import classifier as trainer
+from stn_jax.train import optim
 from cub_files import IMAGES, _official_files, _pack
 from experiment_configs import configure, load_config
 

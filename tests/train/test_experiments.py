@@ -14,7 +14,8 @@ import pytest
 
 from stn_jax import train
 from stn_jax.datasets import prepared
-from stn_jax.train import svhn_task, tasks
+from stn_jax import tasks
+from stn_jax.tasks import svhn as svhn_task
 from experiment_configs import configure, load_config
 
 

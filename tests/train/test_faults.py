@@ -4,8 +4,9 @@ and its final parameters compared bit for bit with an uninterrupted run's, its
 records (``metrics.jsonl`` and TensorBoard) holding each point exactly once.
 
 The processes are ``python -m stn_jax.main`` on the ST-FCN smoke config (12 steps);
-``STN_FAULT`` (``stn_jax/train/faults.py``) makes one signal itself at a point that
-a random kill would rarely hit. ``benchmarks/kill_resume.py`` adds random kills.
+``STN_FAULT`` (``tests/fault_hooks.py``, installed through ``STN_HOOKS``) makes one
+signal itself at a point that a random kill would rarely hit. ``benchmarks/kill_resume.py``
+adds random kills.
 """
 
 import collections
@@ -23,9 +24,10 @@ import pytest
 
 from stn_jax import train
 from stn_jax.errors import ConfigError
-from stn_jax.train import checkpoint as ckpt
-from stn_jax.train import metrics as metrics_lib
-from stn_jax.train import mnist_task
+from stn_jax.runtime import checkpoint as ckpt
+from stn_jax.runtime import quiet as quiet_lib
+from stn_jax.runtime import metrics as metrics_lib
+from stn_jax.tasks import distorted_mnist as mnist_task
 from experiment_configs import REPO, configure
 
 CONFIG = "experiments/distorted_mnist.py:rts,st_fcn,smoke"
@@ -36,7 +38,8 @@ SCHEDULE = ("--config.num_steps=12", "--config.checkpoint_every=4", "--config.ev
 
 
 def run(mnist_dir, workdir, *extra, fault=None, timeout=300):
-  env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+              STN_HOOKS="fault_hooks", PYTHONUNBUFFERED="1")
   env.pop("STN_FAULT", None)
   if fault:
     env["STN_FAULT"] = fault
@@ -275,7 +278,8 @@ def test_a_signal_saves_where_it_stops(mnist_dir, straight, tmp_path, sig):
 
 def test_ctrl_c_from_outside_exits_within_seconds(mnist_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+              STN_HOOKS="fault_hooks", PYTHONUNBUFFERED="1")
   env.pop("STN_FAULT", None)
   proc = subprocess.Popen(
       [sys.executable, "-m", "stn_jax.main", f"--config={CONFIG}", f"--workdir={workdir}",
@@ -351,7 +355,8 @@ def test_a_full_disk_gives_one_sentence_and_resumes(sizes, mnist_dir, straight, 
 @pytest.mark.slow
 def test_colocalisation_killed_in_its_encoder_and_in_its_loop(mnist_dir, tmp_path):
   def coloc(workdir, fault=None):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+              STN_HOOKS="fault_hooks")
     env.pop("STN_FAULT", None)
     if fault:
       env["STN_FAULT"] = fault
@@ -405,7 +410,8 @@ def test_another_experiment_is_refused_from_the_command_line(mnist_dir, tmp_path
   workdir = str(tmp_path / "run")
   ok(run(mnist_dir, workdir, "--config.num_steps=3"))
   before = sorted(os.listdir(workdir))
-  env = dict(os.environ, PYTHONPATH=str(REPO))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+              STN_HOOKS="fault_hooks")
   proc = subprocess.run(
       [sys.executable, "-m", "stn_jax.main",
        "--config=experiments/distorted_mnist.py:e,st_fcn,smoke", f"--workdir={workdir}",
@@ -495,14 +501,14 @@ def test_a_checkpoint_of_an_older_version_is_checked_against_its_config_json(mni
 
 
 def test_what_orbax_abandons_after_a_failure_stays_off_the_console(monkeypatch):
-  monkeypatch.setattr(ckpt, "_checkpoint_failure_told", False)
+  monkeypatch.setattr(quiet_lib, "_checkpoint_failure_told", False)
   task = ("Task exception was never retrieved\nfuture: <Task finished name='Task-9' coro=<"
           "async_serialize_from_host() done, defined at /v/orbax/checkpoint/_src/s.py:126>>")
   future = ("Future exception was never retrieved\nfuture: <Future finished exception="
             "ValueError('RESOURCE_EXHAUSTED: Error writing \"k\" in OCDBT database')>")
   other = "Future exception was never retrieved\nfuture: <Future finished exception=KeyError()>"
-  assert ckpt._abandoned_by_orbax(task) and ckpt._abandoned_by_orbax(future)  # pylint: disable=protected-access
-  assert not ckpt._abandoned_by_orbax(other)  # pylint: disable=protected-access
-  assert not ckpt._abandoned_by_orbax("Executing <Task> took 0.2 seconds")  # pylint: disable=protected-access
-  monkeypatch.setattr(ckpt, "_checkpoint_failure_told", True)
-  assert ckpt._abandoned_by_orbax(other)  # pylint: disable=protected-access
+  assert quiet_lib._abandoned_by_orbax(task) and quiet_lib._abandoned_by_orbax(future)  # pylint: disable=protected-access
+  assert not quiet_lib._abandoned_by_orbax(other)  # pylint: disable=protected-access
+  assert not quiet_lib._abandoned_by_orbax("Executing <Task> took 0.2 seconds")  # pylint: disable=protected-access
+  monkeypatch.setattr(quiet_lib, "_checkpoint_failure_told", True)
+  assert quiet_lib._abandoned_by_orbax(other)  # pylint: disable=protected-access

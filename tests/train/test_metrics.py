@@ -1,4 +1,4 @@
-"""The run's records (stn_jax.train.metrics.MetricWriter) when TensorBoard's writer fails."""
+"""The run's records (stn_jax.runtime.metrics.MetricWriter) when TensorBoard's writer fails."""
 
 import errno
 import json
@@ -9,7 +9,7 @@ import sys
 import textwrap
 import threading
 
-from stn_jax.train import metrics as metrics_lib
+from stn_jax.runtime import metrics as metrics_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,7 +83,7 @@ def test_a_picture_left_unread_by_a_dead_thread_does_not_hold_the_exit(tmp_path)
       import threading, time
       import numpy as np
       import test_metrics
-      from stn_jax.train import metrics
+      from stn_jax.runtime import metrics
       threading.excepthook = lambda args: None
       writer = metrics.MetricWriter({str(tmp_path)!r}, tensorboard=True)
       workers = [e._worker for e in test_metrics._event_writers(writer)]

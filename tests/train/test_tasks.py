@@ -1,4 +1,4 @@
-"""The task interface and its registry (stn_jax.train.tasks)."""
+"""The task interface and its registry (stn_jax.tasks)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from stn_jax.errors import ConfigError
-from stn_jax.train import addition_task, cub_task, mnist_task, svhn_task, tasks
+from stn_jax import tasks
+from stn_jax.tasks import cub as cub_task
+from stn_jax.tasks import distorted_mnist as mnist_task
+from stn_jax.tasks import mnist_addition as addition_task
+from stn_jax.tasks import svhn as svhn_task
 
 
 def test_every_built_in_task_is_a_registered_task():
@@ -18,7 +22,7 @@ def test_every_built_in_task_is_a_registered_task():
 
 
 def test_registering_checks_the_class_and_the_name():
-  with pytest.raises(TypeError, match="decorates a subclass of stn_jax.train.tasks.Task"):
+  with pytest.raises(TypeError, match="decorates a subclass of stn_jax.tasks.Task"):
     tasks.register("not_a_task")(object)
   with pytest.raises(ValueError, match="A task named 'svhn' is registered already "
                      r"\(stn_jax.train.svhn_task.Svhn\)"):

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from stn_jax import train
-from stn_jax.train import checkpoint as ckpt
-from stn_jax.train import mnist_task
+from stn_jax.runtime import checkpoint as ckpt
+from stn_jax.tasks import distorted_mnist as mnist_task
 from stn_jax.train.config import parse_variant
 from experiment_configs import REPO, load_config, smoke_config
 
