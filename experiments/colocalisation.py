@@ -107,7 +107,8 @@ def _search_settings():
   s.rounds = 10
   s.refine_rounds = 10
   # The descriptor: the paper's three layers ('all'; 'late': conv block 2 and the logits;
-  # 'logits'). On a validation set (T 7, data.seed=1) 'all' localised 74%, 'late' 24%.
+  # 'logits'), chosen on a validation set (T 7, data.seed=1; docs/research/lab_notes.md,
+  # "Co-localisation: the search that localises").
   s.layers = "all"
   # Ours: minimise eq. (1) plus this weight times the mean over images of 1 - the
   # encoder's largest class probability at the image's box (0: eq. (1) alone).

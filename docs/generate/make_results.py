@@ -149,14 +149,19 @@ def command(run, seed=0) -> str:
           f"--workdir=runs/{run_name(run)}" + (f" --config.seed={seed}" if seed else ""))
 
 
+def _common():
+  """``experiments/common.py``, where the results budget is."""
+  from stn_jax.train.config import sibling  # pylint: disable=import-outside-toplevel
+  return sibling(str(REPO / "experiments" / "distorted_mnist.py"), "common")
+
+
 def make_config(run, steps=None, batch=None, num_eval=None, seed: int = 0):
   """The config of ``run`` at ``seed``: its experiment's ``results`` variant, whose budget
   ``steps`` and ``batch`` (when given) replace, with the schedule of ``results_budget``."""
-  from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   c = _experiment(run).get_config(variant(run))
   with c.unlocked():
     if steps is not None or batch is not None:
-      config_lib.results_budget(c, steps or c.num_steps, batch or c.batch_size)
+      _common().results_budget(c, steps or c.num_steps, batch or c.batch_size)
     c.data.num_eval = num_eval
     c.seed = seed
   return c
@@ -338,12 +343,11 @@ GAP_VARIANTS = {"quarter_digits": (0.25, 1), "half_digits": (0.5, 1), "4x_steps"
 
 
 def gap_config(run, variant_name, steps, batch, num_train_full, num_eval=None):
-  from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   fraction, times = GAP_VARIANTS[variant_name]
   c = make_config(run, steps, batch, num_eval)
   with c.unlocked():
     if times != 1:
-      config_lib.results_budget(c, c.num_steps * times, c.batch_size)
+      _common().results_budget(c, c.num_steps * times, c.batch_size)
     c.data.num_train = int(num_train_full * fraction)
   return c
 

@@ -1,5 +1,5 @@
 """Eq. (1) of co-localisation over a grid of boxes: its loss for each candidate box of an
-image, and its minimisation by moving one image's box at a time (ours, issue 18;
+image, and its minimisation by moving one image's box at a time (ours;
 docs/research/lab_notes.md, "Co-localisation: the landscape of eq. (1)" and "the search that
 localises").
 

@@ -60,7 +60,7 @@ def markdown() -> str:
       "# Models and their parameter counts",
       "",
       "Written by `python -m stn_jax.models.summary > docs/models.md`; "
-      "`tests/test_models.py` checks that the counts still match the code.",
+      "`tests/models/test_models.py` checks that the counts still match the code.",
       "",
       "The paper makes every network of one distorted-MNIST or addition experiment about the",
       "same size, \"around 400k\" learnable parameters. Here the classifier's hidden width is",

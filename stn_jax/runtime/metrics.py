@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from stn_jax.runtime import tensorboard
+
 __all__ = ["MetricWriter", "Progress", "read_tensorboard"]
 
 
@@ -133,10 +135,10 @@ class MetricWriter:
     """The TensorBoard writer, or None once its writer thread has died (a full disk met
     while it wrote): the run goes on without it, and metrics.jsonl, from which a resumed
     run rebuilds TensorBoard's files, still has every record."""
-    if self._tb is not None and not _alive(self._tb):
+    if self._tb is not None and not tensorboard.alive(self._tb):
       logging.warning("TensorBoard's writer stopped; the run goes on recording into %s, "
                       "and a resumed run rebuilds TensorBoard's files from it.", self._path)
-      _abandon(self._tb)
+      tensorboard.abandon(self._tb)
       self._tb = None
     return self._tb
 
@@ -151,56 +153,15 @@ class MetricWriter:
     except OSError as e:
       failed.append(e)
     if self._tb is not None:
-      _release_queues(self._tb)
+      tensorboard.release_queues(self._tb)
       try:
         self._tb.close()
       except OSError as e:
         failed.append(e)
-        _abandon(self._tb)
+        tensorboard.abandon(self._tb)
     if failed:
       logging.warning("Could not finish writing the records in %s: %s", os.path.dirname(
           self._path), failed[0])
-
-
-def _event_writers(tb):
-  """tensorboardX's event file writers, each with its writer thread (its internals; none
-  found where they differ)."""
-  for writer in list((getattr(tb, "all_writers", None) or {}).values()):
-    events = getattr(writer, "event_writer", None)
-    if events is not None and hasattr(events, "_closed"):
-      yield events
-
-
-def _alive(tb) -> bool:
-  """Whether every open event writer's thread still runs."""
-  return all(getattr(events, "_worker", None) is None or events._worker.is_alive()  # pylint: disable=protected-access
-             for events in _event_writers(tb) if not events._closed)  # pylint: disable=protected-access
-
-
-def _release_queues(tb):
-  """Lets the interpreter exit without waiting on what tensorboardX's queues still hold.
-
-  Each queue is a ``multiprocessing.Queue``, whose feeder thread the interpreter joins at
-  exit; with the writer thread dead (a full disk) and more than a pipe's worth (64 KiB, one
-  picture) unread, that join never returns. A writer closed in order loses nothing by this:
-  its close joins the writer thread after it has read the whole queue."""
-  for events in _event_writers(tb):
-    queue = getattr(events, "_event_queue", None)
-    if queue is not None and hasattr(queue, "cancel_join_thread"):
-      queue.cancel_join_thread()
-
-
-def _abandon(tb):
-  """Stops a tensorboardX writer that failed (its close, or its writer thread): the thread,
-  which would fail again at its next flush (perhaps while the interpreter exits, past any
-  hook), and the exit handler that would try to close it again. Uses tensorboardX's
-  internals, and does nothing where they differ."""
-  _release_queues(tb)
-  for events in _event_writers(tb):
-    events._closed = True  # pylint: disable=protected-access
-    worker = getattr(events, "_worker", None)
-    if worker is not None and worker.is_alive() and hasattr(worker, "stop"):
-      worker.stop()
 
 
 def _move_previous(workdir, paths):

@@ -190,35 +190,29 @@ def train(config, workdir: str, state, step_fn: Callable, *, finish: Callable,
         data.set_state(resumed.data_state)
       record.update({k: resumed.record.get(k) for k in record})
     with checkpoints.disk():
-      return _run(config, workdir, state, resumed, step_fn, finish, actions, data, record,
-                  shown, point, start_time, checkpoints)
+      is_main = jax.process_index() == 0
+      if is_main:
+        write_config(config, workdir)
+      writer = metrics.MetricWriter(
+          workdir, enabled=is_main, tensorboard=config.tensorboard,
+          resume_step=None if resumed is None else resumed.step,
+          resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
+      try:
+        ctx = Context(config, workdir, writer, record, checkpoints, is_main)
+        results = _loop(ctx, state, step_fn, finish, actions, data, shown, point)
+        results["wall_seconds_this_session"] = time.time() - start_time
+        checkpoints.wait()
+        results = ckpt.json_safe(results)
+        if is_main:
+          path = os.path.join(workdir, "results.json")
+          with open(path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+          logging.info("Results: %s", path)
+        return results
+      finally:
+        writer.close()
   finally:
     checkpoints.close()
-
-
-def _run(config, workdir, state, resumed, step_fn, finish, actions, data, record, shown, point,
-         start_time, checkpoints):
-  is_main = jax.process_index() == 0
-  if is_main:
-    write_config(config, workdir)
-  writer = metrics.MetricWriter(
-      workdir, enabled=is_main, tensorboard=config.tensorboard,
-      resume_step=None if resumed is None else resumed.step,
-      resume_bytes=None if resumed is None else resumed.record.get("metrics_bytes"))
-  ctx = Context(config, workdir, writer, record, checkpoints, is_main)
-  try:
-    results = _loop(ctx, state, step_fn, finish, actions, data, shown, point)
-    results["wall_seconds_this_session"] = time.time() - start_time
-    checkpoints.wait()
-    results = ckpt.json_safe(results)
-    if is_main:
-      path = os.path.join(workdir, "results.json")
-      with open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-      logging.info("Results: %s", path)
-    return results
-  finally:
-    writer.close()
 
 
 def _loop(ctx, state, step_fn, finish, actions, data, shown, point):
