@@ -7,6 +7,8 @@ package of its own and names its own trainer. :func:`make_task` finds a task by 
 config's ``task`` field, importing its module on first use.
 """
 
-from stn_jax.tasks.base import TASKS, Task, make_task, register, softmax_errors, task_class
+from stn_jax.tasks.base import (TASKS, Task, find_task_class, make_task, register,
+                                softmax_errors, task_class)
 
-__all__ = ["TASKS", "Task", "make_task", "register", "softmax_errors", "task_class"]
+__all__ = ["TASKS", "Task", "find_task_class", "make_task", "register", "softmax_errors",
+           "task_class"]

@@ -20,7 +20,8 @@ import optax
 
 from stn_jax.errors import ConfigError
 
-__all__ = ["TASKS", "Task", "make_task", "register", "softmax_errors", "task_class"]
+__all__ = ["TASKS", "Task", "find_task_class", "make_task", "register", "softmax_errors",
+           "task_class"]
 
 
 def softmax_errors(logits, labels):
@@ -166,24 +167,37 @@ def _import_builtin(name):
       return
 
 
-def task_class(config) -> type:
-  """The :class:`Task` subclass ``config.task`` names.
-
-  A task defined outside the package is found through ``config.task_module``, the module
-  that registers it (e.g. ``'my_project.my_task'``), imported here if its task is not
-  registered yet.
+def find_task_class(config):
+  """The :class:`Task` subclass ``config.task`` names, or None if none is registered under
+  that name (after importing ``config.task_module`` and the built-in module of that name).
   """
   name, module = config.get("task"), config.get("task_module")
   if name not in TASKS and module:
     _import(module, config)
   if name not in TASKS and isinstance(name, str) and name.isidentifier():
     _import_builtin(name)
-  if name not in TASKS:
+  return TASKS.get(name)
+
+
+def task_class(config) -> type:
+  """The :class:`Task` subclass ``config.task`` names.
+
+  A task defined outside the package is found through ``config.task_module``, the module
+  that registers it (e.g. ``'my_project.my_task'``), imported here if its task is not
+  registered yet.
+
+  Raises:
+    ConfigError: no task of that name is registered; the message lists the known ones.
+  """
+  found = find_task_class(config)
+  if found is None:
+    module = config.get("task_module")
     where = f" (config.task_module {module!r} does not register it)" if module else ""
     _import_builtin_all()
-    raise ConfigError(f"Unknown task {name!r}{where}; known: {sorted(TASKS)}. A task "
-                      "of your own: set config.task_module to the module that registers it.")
-  return TASKS[name]
+    raise ConfigError(f"Unknown task {config.get('task')!r}{where}; known: {sorted(TASKS)}. A "
+                      "task of your own: set config.task_module to the module that registers "
+                      "it.")
+  return found
 
 
 def _import_builtin_all():

@@ -98,9 +98,10 @@ def check_config(config, workdir=None, num_devices=None) -> None:
       raise _NoSuchPath(f"{name}={path!r} is not a checkpoint: it does not exist (looked "
                         f"from {os.getcwd()}); give --config.{name} the workdir of a finished "
                         "run, or leave it unset.")
-  if isinstance(_get(config, "task"), str):
-    # What only the task knows: the batch's share per device, its data, its own fields.
-    tasks.task_class(config).check_config(config, num_devices)
+  # What only the task knows: the batch's share per device, its data, its own fields (an
+  # unknown task gets the defaults' checks; the trainer names what is known).
+  task = tasks.find_task_class(config) if isinstance(_get(config, "task"), str) else None
+  (task or tasks.Task).check_config(config, num_devices)
   encoder = _get(config, "encoder")
   if encoder is not _MISSING and hasattr(encoder, "keys") and not _get(config, "encoder_from"):
     try:

@@ -5,6 +5,7 @@ MNIST comes from small IDX files written here, so these tests never need the rea
 ``data.coloc_mnist`` points at them.
 """
 
+import dataclasses
 import json
 import os
 
@@ -19,6 +20,7 @@ from stn_jax.train import NonFiniteLossError
 from stn_jax.runtime import checkpoint as ckpt
 from stn_jax.colocalisation import search as coloc_search
 from stn_jax import colocalisation as coloc
+from stn_jax.colocalisation import trainer as coloc_trainer
 import experiment_configs
 from experiment_configs import configure
 from mnist_files import write_split
@@ -228,7 +230,7 @@ def test_non_finite_loss_stops_naming_the_step(straight, coloc_mnist, tmp_path, 
   assert lines[0]["scale"] == pytest.approx(1 / 3)
   assert 0 < lines[1]["pair_distance"] <= 4 and 0 < lines[1]["random_distance"] <= 4
   clean = coloc.triplet_hinge
-  monkeypatch.setattr(coloc, "triplet_hinge",
+  monkeypatch.setattr(coloc_trainer, "triplet_hinge",
                       lambda *a: (clean(*a)[0] * jnp.nan,) + clean(*a)[1:])
   with pytest.raises(NonFiniteLossError,
                      match="became nan at step 3.*last good checkpoint \\(step 2\\) is intact"):
@@ -382,13 +384,18 @@ def test_same_scale_crops_read_windows_of_the_given_scale():
 def test_the_entry_hands_the_task_to_its_loop_and_the_trainer_refuses_it(tmp_path, monkeypatch):
   from stn_jax import train  # pylint: disable=import-outside-toplevel
   from stn_jax.train import classifier as trainer  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import trainers  # pylint: disable=import-outside-toplevel
   c = load_config("t,3")
   calls = []
-  monkeypatch.setattr(coloc, "train_colocalisation", lambda *a: calls.append(a) or {"ok": 1})
-  assert train.train_and_evaluate(c, str(tmp_path)) == {"ok": 1} and len(calls) == 1
+  own = trainers.get("colocalisation")
+  with monkeypatch.context() as m:
+    m.setitem(trainers.TRAINERS, "colocalisation", dataclasses.replace(
+        own, train=lambda *a, **k: calls.append(a) or {"ok": 1}))
+    assert train.train_and_evaluate(c, str(tmp_path)) == {"ok": 1} and len(calls) == 1
+  assert own.train is coloc.train_colocalisation
   with pytest.raises(ValueError, match="runs on JAX's default device"):
     train.train_and_evaluate(c, str(tmp_path), devices=[object()])
-  with pytest.raises(ValueError, match="has a loop of its own: run it with "
-                     "stn_jax.train.train_and_evaluate"):
+  with pytest.raises(ValueError, match="runs under the 'colocalisation' trainer, not "
+                     "'classifier': run it with stn_jax.train.train_and_evaluate"):
     trainer.train_and_evaluate(c, str(tmp_path))
   assert not os.listdir(tmp_path)  # refused before writing anything

@@ -54,7 +54,7 @@ def test_the_cpu_training_step_keeps_convolutions_out_of_ynnpack():
 
 
 def test_the_colocalisation_steps_get_the_trainers_options(monkeypatch):
-  from stn_jax import colocalisation  # pylint: disable=import-outside-toplevel
+  from stn_jax.colocalisation import trainer as colocalisation  # pylint: disable=import-outside-toplevel
   seen = []
   monkeypatch.setattr(colocalisation.jax, "jit",
                       lambda fn, **kwargs: seen.append(kwargs.get("compiler_options")) or fn)

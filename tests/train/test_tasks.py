@@ -12,12 +12,14 @@ from stn_jax.tasks import cub as cub_task
 from stn_jax.tasks import distorted_mnist as mnist_task
 from stn_jax.tasks import mnist_addition as addition_task
 from stn_jax.tasks import svhn as svhn_task
+from stn_jax.colocalisation.task import Colocalisation
 
 
 def test_every_built_in_task_is_a_registered_task():
   assert tasks.TASKS == {"distorted_mnist": mnist_task.DistortedMnist,
                          "mnist_addition": addition_task.MnistAddition,
-                         "svhn": svhn_task.Svhn, "cub": cub_task.Cub}
+                         "svhn": svhn_task.Svhn, "cub": cub_task.Cub,
+                         "colocalisation": Colocalisation}
   assert all(issubclass(cls, tasks.Task) for cls in tasks.TASKS.values())
 
 
@@ -25,15 +27,15 @@ def test_registering_checks_the_class_and_the_name():
   with pytest.raises(TypeError, match="decorates a subclass of stn_jax.tasks.Task"):
     tasks.register("not_a_task")(object)
   with pytest.raises(ValueError, match="A task named 'svhn' is registered already "
-                     r"\(stn_jax.train.svhn_task.Svhn\)"):
+                     r"\(stn_jax.tasks.svhn.Svhn\)"):
     tasks.register("svhn")(type("Other", (tasks.Task,), {}))
   assert "not_a_task" not in tasks.TASKS and tasks.TASKS["svhn"] is svhn_task.Svhn
 
 
 def test_an_unknown_task_is_named_with_the_known_ones():
   config = ml_collections.ConfigDict({"task": "birds"})
-  with pytest.raises(ConfigError, match=r"Unknown task 'birds'; known: \['cub', "
-                     r"'distorted_mnist', 'mnist_addition', 'svhn'\]"):
+  with pytest.raises(ConfigError, match=r"Unknown task 'birds'; known: \['colocalisation', "
+                     r"'cub', 'distorted_mnist', 'mnist_addition', 'svhn'\]"):
     tasks.make_task(config)
   config.task_module = "no_such_module_here"
   with pytest.raises(ConfigError, match="config.task_module 'no_such_module_here', which should "
