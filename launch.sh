@@ -151,7 +151,8 @@ pids=()
 stop() {
   # Each process leads its own process group (set -m): stop the groups. SIGTERM first: each
   # saves a checkpoint and exits, and one whose peer is gone is stopped by its watchdog with a
-  # sentence about 6 s later (stn_jax/runtime/peers.py); SIGKILL whatever is left after fifteen seconds.
+  # sentence about 6 s later (stn_jax/runtime/peers.py); SIGKILL whatever is left after fifteen
+  # seconds.
   local pid alive
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
   for _ in $(seq 30); do

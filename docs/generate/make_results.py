@@ -232,9 +232,9 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
   resumed. Returns whether it trained.
   """
   from stn_jax import errors, train  # pylint: disable=import-outside-toplevel
-  from stn_jax.runtime import checkpoint  # pylint: disable=import-outside-toplevel
+  from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
   try:
-    checkpoint.check_workdir(config, str(workdir))
+    config_lib.check_workdir(config, str(workdir))
   except errors.ConfigError as e:
     raise SystemExit(f"{e} (Or pass another --runs.)") from None
   for path in (workdir / "results.json", committed):
@@ -262,9 +262,9 @@ def _train_unless_done(config, workdir: pathlib.Path, committed: pathlib.Path, w
 def _other_settings(found: dict, config) -> list:
   """How the config of a finished run (``found``, from its results) differs from
   ``config`` in what fixes its trajectory, its length included."""
-  from stn_jax.runtime import checkpoint  # pylint: disable=import-outside-toplevel
-  there = {**checkpoint.run_identity(found), "num_steps": found["num_steps"]}
-  here = {**checkpoint.run_identity(config), "num_steps": config.num_steps}
+  from stn_jax.train import config as config_lib  # pylint: disable=import-outside-toplevel
+  there = {**config_lib.run_identity(found), "num_steps": found["num_steps"]}
+  here = {**config_lib.run_identity(config), "num_steps": config.num_steps}
   return [f"{k}: {there[k]!r} there, {here[k]!r} here"
           for k in sorted(there.keys() & here.keys()) if there[k] != here[k]]
 

@@ -80,7 +80,6 @@ from stn_jax.colocalisation.boxes import IOU_THRESHOLD, box_from_theta, box_iou,
 from stn_jax.colocalisation.loss import random_crops, same_scale_crops, sample_pairs, triplet_hinge
 from stn_jax.colocalisation.task import ENCODER_HW, dataset
 from stn_jax.errors import ConfigError
-from stn_jax.runtime import checkpoint as ckpt
 from stn_jax.runtime import quiet, xla
 from stn_jax.train import config as config_lib
 from stn_jax.train import loop, optim, trainers, validate
@@ -191,7 +190,7 @@ def train_colocalisation(config, workdir: str, *, devices=None) -> dict:
   validate.check_config(config, num_devices=jax.device_count())
   images, boxes = dataset(config)
   # A workdir of another run is refused before the encoder trains for it.
-  ckpt.check_workdir(config, workdir, config_lib.NOT_IDENTITY)
+  config_lib.check_workdir(config, workdir)
   encoder_info = encoder_lib.source(config, workdir)
   encoder, enc_params = encoder_lib.load(config, encoder_info)
   if config.optimizer == "search":

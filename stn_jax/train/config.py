@@ -19,8 +19,8 @@ from ml_collections import config_dict
 
 from stn_jax.runtime import checkpoint
 
-__all__ = ["NOT_IDENTITY", "base_config", "mnist_data", "mnist_source", "parse_variant",
-           "run_identity", "sibling"]
+__all__ = ["NOT_IDENTITY", "base_config", "check_workdir", "mnist_data", "mnist_source",
+           "parse_variant", "run_identity", "sibling"]
 
 # Config fields that change nothing the run computes on its way: how long it runs (a run may
 # be extended), how often it logs, evaluates, draws and saves, how evaluation is batched and
@@ -39,6 +39,12 @@ def run_identity(config) -> dict:
   """The settings that fix ``config``'s trajectory: every field but :data:`NOT_IDENTITY`,
   flattened to dotted names."""
   return checkpoint.run_identity(config, NOT_IDENTITY)
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Raises ``ConfigError`` if ``workdir`` holds checkpoints of a run with another
+  identity than ``config``'s (see :func:`run_identity`), before any work."""
+  checkpoint.check_workdir(config, workdir, NOT_IDENTITY)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -26,6 +26,7 @@ from stn_jax import train
 from stn_jax.errors import ConfigError
 from stn_jax.runtime import checkpoint as ckpt
 from stn_jax.runtime import quiet as quiet_lib
+from stn_jax.train import config as config_lib
 from stn_jax.runtime import metrics as metrics_lib
 from stn_jax.tasks import distorted_mnist as mnist_task
 from experiment_configs import REPO, configure
@@ -492,10 +493,10 @@ def test_a_checkpoint_of_an_older_version_is_checked_against_its_config_json(mni
   with open(meta, "w", encoding="utf-8") as f:
     json.dump(stored, f)
   with pytest.raises(ConfigError, match="batch_size: 16 there, 8 here"):
-    ckpt.check_workdir(smoke_config(mnist_dir, batch_size=8), str(tmp_path))
+    config_lib.check_workdir(smoke_config(mnist_dir, batch_size=8), str(tmp_path))
   with pytest.raises(ConfigError, match="batch_size: 16 there, 8 here"):
     train.train_and_evaluate(smoke_config(mnist_dir, batch_size=8), str(tmp_path))
-  ckpt.check_workdir(smoke_config(mnist_dir, num_steps=5), str(tmp_path))
+  config_lib.check_workdir(smoke_config(mnist_dir, num_steps=5), str(tmp_path))
   assert train.train_and_evaluate(smoke_config(mnist_dir, num_steps=5),
                                   str(tmp_path))["steps"] == 5
 
