@@ -370,7 +370,8 @@ def test_colocalisation_killed_in_its_encoder_and_in_its_loop(mnist_dir, tmp_pat
   ok(coloc(straight))
   # The encoder (4 steps, checkpoints at 3 and 4) trains first, in workdir/encoder.
   assert coloc(workdir, "saved@3").returncode == -signal.SIGKILL
-  assert not [s for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  ckpts = os.path.join(workdir, "checkpoints")  # made once the loop starts
+  assert not [s for s in (os.listdir(ckpts) if os.path.isdir(ckpts) else []) if s.isdigit()]
   proc = coloc(workdir, "colocalisation-step@5:TERM")
   assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
   assert "Resumed from the checkpoint of step 3" in proc.stderr  # the encoder's
