@@ -63,7 +63,7 @@ def _flatten(tree, prefix=""):
   return out
 
 
-def run_identity(config, exclude=frozenset()) -> dict:
+def run_identity(config, exclude) -> dict:
   """The settings that fix a run's trajectory: every field of ``config`` (a ConfigDict or
   a dict, flattened to dotted names) but those in ``exclude`` (the config schema's
   :data:`stn_jax.train.config.NOT_IDENTITY`), at the top or in a sub-config: with
@@ -95,7 +95,7 @@ def _supplemented(found: dict, workdir: str, exclude) -> dict:
     return found
 
 
-def check_workdir(config, workdir: str, exclude=frozenset()):
+def check_workdir(config, workdir: str, exclude):
   """Raises :class:`ConfigError` if ``workdir`` holds checkpoints of a run with other
   settings than ``config`` (see :func:`run_identity`, ``exclude`` as there); what the
   trainer checks before it resumes, for a caller deciding whether a finished run there is
@@ -154,7 +154,7 @@ class Checkpoints:
       is completed from the run's ``config.json``.
   """
 
-  def __init__(self, workdir: str, *, keep: int, identity: dict, exclude=frozenset()):
+  def __init__(self, workdir: str, *, keep: int, identity: dict, exclude):
     if keep < 1:
       raise ConfigError(f"keep_checkpoints must be at least 1 (the checkpoint a run resumes "
                         f"from), got {keep}.")
