@@ -60,11 +60,13 @@ def _regressor(num_params, bias, dtype, name):
                   bias_init=lambda *_: jnp.asarray(bias), dtype=dtype, name=name)
 
 
-def _sample(x, t, theta, grid, out_hw, separable, mode, padding_mode, align_corners):
+def _sample(x, t, theta, grid, out_hw, separable, mode, padding_mode, align_corners,
+            antialias=False):
   """The transformer's output: the separable sampler on ``theta``'s axes where
   :func:`stn_jax.ops.use_separable` says so, else the gather on ``grid`` (the grid is
   computed either way: it is sown for pictures and returned)."""
-  kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+  kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+            antialias=antialias)
   if ops.use_separable(transform=t, separable=separable):
     xs, ys = t.axes(theta, out_hw, align_corners=align_corners)
     return ops.sample_separable(x, xs, ys, **kw)
@@ -96,6 +98,8 @@ class SpatialTransformer(nn.Module):
       transform's identity.
     separable: sample axis-aligned transforms with the gather-free separable sampler;
       ``None``: the platform's measured default (:func:`stn_jax.ops.use_separable`).
+    antialias: filter an output that shrinks the input, as in :func:`stn_jax.ops.sample`
+      (default False, the paper's plain bilinear sampling).
 
   ``__call__(x, *, train=False, localization_input=None)`` returns
   ``(output, {'theta': (N, P), 'grid': (N, H, W, 2)})``. With
@@ -118,6 +122,7 @@ class SpatialTransformer(nn.Module):
   align_corners: bool = False
   init_params: Optional[Sequence[float]] = None
   separable: Optional[bool] = None
+  antialias: Any = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, localization_input=None):
@@ -138,7 +143,7 @@ class SpatialTransformer(nn.Module):
     theta = theta.astype(x.dtype)
     grid = t.grid(theta, out_hw, align_corners=self.align_corners)
     y = _sample(x, t, theta, grid, out_hw, self.separable, self.mode, self.padding_mode,
-                self.align_corners)
+                self.align_corners, self.antialias)
     self.sow("intermediates", "theta", theta)
     self.sow("intermediates", "grid", grid)
     return y, {"theta": theta, "grid": grid}
@@ -153,7 +158,7 @@ class ParallelSpatialTransformers(nn.Module):
 
   Attributes:
     localizations: one localisation net per transformer.
-    transform, out_hw, mode, padding_mode, align_corners, separable: as in
+    transform, out_hw, mode, padding_mode, align_corners, separable, antialias: as in
       :class:`SpatialTransformer`, shared by all.
 
   ``__call__(x, *, train=False)`` returns ``(output, [aux of each transformer])``.
@@ -166,6 +171,7 @@ class ParallelSpatialTransformers(nn.Module):
   padding_mode: str = "zeros"
   align_corners: bool = False
   separable: Optional[bool] = None
+  antialias: Any = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -177,7 +183,8 @@ class ParallelSpatialTransformers(nn.Module):
       # (st_<i>/localization) rather than beside them.
       st = SpatialTransformer(loc.clone(parent=None), self.transform, self.out_hw, self.mode,
                               self.padding_mode, self.align_corners,
-                              separable=self.separable, name=f"st_{i}")
+                              separable=self.separable, antialias=self.antialias,
+                              name=f"st_{i}")
       y, aux = st(x, train=train)
       outs.append(y)
       auxs.append(aux)
@@ -200,7 +207,7 @@ class MultiStreamTransformer(nn.Module):
     fixed_scale: the attention scale, fixed; ``None``: learnt.
     init_params: ``(num_transformers, P)`` starting parameters (P = 2 with
       ``fixed_scale``); ``None``: every transformer starts at the identity.
-    out_hw, mode, padding_mode, align_corners, separable: as in
+    out_hw, mode, padding_mode, align_corners, separable, antialias: as in
       :class:`SpatialTransformer`.
 
   ``__call__(x, *, train=False, localization_input=None)`` returns
@@ -217,6 +224,7 @@ class MultiStreamTransformer(nn.Module):
   padding_mode: str = "zeros"
   align_corners: bool = False
   separable: Optional[bool] = None
+  antialias: Any = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, localization_input=None):
@@ -250,7 +258,7 @@ class MultiStreamTransformer(nn.Module):
     for i in range(self.num_transformers):
       grid = t.grid(theta[:, i], out_hw, align_corners=self.align_corners)
       outs.append(_sample(x, t, theta[:, i], grid, out_hw, self.separable, self.mode,
-                          self.padding_mode, self.align_corners))
+                          self.padding_mode, self.align_corners, self.antialias))
       grids.append(grid)
     grid = jnp.stack(grids, 1)
     self.sow("intermediates", "theta", theta)

@@ -18,7 +18,7 @@ from stn_jax.ops.grids import (affine_grid, attention_grid, base_coordinates,
 from stn_jax.ops.pixel import (get_perspective_transform, invert_affine, normalized_to_pixel,
                                pixel_to_normalized, rotation_matrix, warp_affine,
                                warp_perspective)
-from stn_jax.ops.sampling import MODES, PADDING_MODES, sample, sample_separable
+from stn_jax.ops.sampling import MODES, PADDING_MODES, antialias_counts, sample, sample_separable
 from stn_jax.ops.volumes import MODES_3D, affine_grid_3d, sample_3d, warp_3d
 from stn_jax.ops.transforms import (SEPARABLE_PLATFORMS, TRANSFORMS, Transform, get_transform,
                                     use_separable, warp)
@@ -33,6 +33,7 @@ __all__ = [
     "Transform",
     "affine_grid",
     "affine_grid_3d",
+    "antialias_counts",
     "attention_grid",
     "base_coordinates",
     "crop_and_resize",

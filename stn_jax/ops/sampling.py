@@ -24,11 +24,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from stn_jax.ops import _checks
 from stn_jax.ops._dtypes import compute_dtype
 
-__all__ = ["MODES", "PADDING_MODES", "sample", "sample_separable"]
+__all__ = ["MODES", "PADDING_MODES", "antialias_counts", "sample", "sample_separable"]
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection", "fill")
@@ -139,6 +140,61 @@ def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: b
   # weight whole, and their transposes build no padded copies of a stacked array.
   weight = tuple(jnp.where(valid[..., k], w, 0.0) for k, w in enumerate(weight))
   return index, weight
+
+
+# Antialiasing: the mean over each output pixel's footprint. ---------------------
+
+
+def antialias_counts(antialias, in_hw, out_hw) -> tuple[int, int]:
+  """Sub-samples per output pixel along ``(y, x)`` for the samplers' ``antialias``.
+
+  ``False``: ``(1, 1)``, plain sampling. ``True``: the source pixels per output pixel of a
+  grid that spans the whole image, ``ceil(H / Ho)`` and ``ceil(W / Wo)`` (1 where the
+  warp does not shrink). An int ``m`` or a pair ``(my, mx)``: that many.
+
+  >>> antialias_counts(True, (448, 448), (224, 224)), antialias_counts(3, (8, 8), (8, 8))
+  ((2, 2), (3, 3))
+  """
+  if isinstance(antialias, (bool, np.bool_)):
+    if not antialias:
+      return 1, 1
+    return tuple(max(1, -(-int(i) // int(o))) for i, o in zip(in_hw, out_hw))
+  counts = antialias if isinstance(antialias, (tuple, list)) else (antialias, antialias)
+  if (len(counts) != 2 or not all(isinstance(m, (int, np.integer)) and not isinstance(m, bool)
+                                  and m >= 1 for m in counts)):
+    raise ValueError(
+        f"`antialias` must be True, False, a number of sub-samples per output pixel (an int "
+        f">= 1) or a pair of them (along y, x), but got {antialias!r}.")
+  return int(counts[0]), int(counts[1])
+
+
+def _subsample_offsets(m: int, dtype):
+  """Midpoints of ``m`` equal parts of ``[-1/2, 1/2]``: where, in units of the output's
+  pixel, each sub-sample lies from the pixel's centre."""
+  return jnp.asarray((np.arange(m) + 0.5) / m - 0.5, dtype)
+
+
+def _local_step(coords, axis: int):
+  """The step of ``coords`` from one output point to the next along ``axis``: central
+  differences, one-sided at the ends; 0 along an axis of one point, and 0 where a
+  neighbour is not finite (so a coordinate that points nowhere filters no other point)."""
+  if coords.shape[axis] < 2:
+    return jnp.zeros_like(coords)
+  step = jnp.gradient(coords, axis=axis)
+  return jnp.where(jnp.isfinite(step), step, 0.0)
+
+
+def _footprint_grid(grid, my: int, mx: int):
+  """grid (N, Ho, Wo, 2) -> (N, Ho, Wo * my * mx, 2): each point's ``my x mx``
+  sub-samples, spread evenly over the parallelogram that the grid's local steps along
+  the output's rows and columns span around it (the output pixel's footprint)."""
+  n, ho, wo, _ = grid.shape
+  step_y = _local_step(grid, 1)[:, :, :, None, None, :]
+  step_x = _local_step(grid, 2)[:, :, :, None, None, :]
+  uy = _subsample_offsets(my, grid.dtype)[:, None, None]
+  ux = _subsample_offsets(mx, grid.dtype)[None, :, None]
+  points = grid[:, :, :, None, None, :] + uy * step_y + ux * step_x
+  return points.reshape(n, ho, wo * my * mx, 2)
 
 
 # The general sampler. --------------------------------------------------------
@@ -283,7 +339,7 @@ def _fill_value(padding_mode, fill_value, image, channels: int):
 
 
 def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
-           align_corners: bool = False, fill_value=None) -> jax.Array:
+           align_corners: bool = False, fill_value=None, antialias=False) -> jax.Array:
   """Samples ``image`` at the normalised coordinates of ``grid``.
 
   The NHWC counterpart of ``torch.nn.functional.grid_sample``, with the same
@@ -302,6 +358,13 @@ def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
     fill_value: with ``padding_mode='fill'``, the value outside the image: a number
       or one per channel, shape ``(C,)`` (default 0), an array that may be traced
       and differentiated.
+    antialias: filter a warp that shrinks: each output pixel is the mean of ``my x mx``
+      samples spread evenly over its footprint in the image, the parallelogram spanned
+      by the grid's steps to the neighbouring output points (central differences, so
+      any grid, affine or not, is filtered by its local scale). ``True``: ``ceil(H /
+      Ho)`` by ``ceil(W / Wo)`` sub-samples (see :func:`antialias_counts`), an int or a
+      ``(my, mx)`` pair: that many; ``False`` (default): one sample at the grid point.
+      Differentiable in both modes, through the footprint too.
 
   Returns:
     ``(..., Ho, Wo, C)`` samples, dtype of ``image``. A coordinate that is NaN,
@@ -315,32 +378,46 @@ def sample(image, grid, *, mode: str = "bilinear", padding_mode: str = "zeros",
   """
   ishape, gshape = _check_sample_args(image, grid, mode, padding_mode)
   fill = _fill_value(padding_mode, fill_value, image, ishape[-1])
+  my, mx = antialias_counts(antialias, ishape[-3:-1], gshape[-3:-1])
   batch = ishape[:-3]
   image = jnp.asarray(image).reshape((-1,) + ishape[-3:])
   grid = jnp.asarray(grid).reshape((-1,) + gshape[-3:])
-  if fill is None:
-    out = _sample_flat(image, grid, mode=mode, padding_mode=padding_mode,
-                       align_corners=bool(align_corners))
-  else:
-    out = _sample_flat(image - fill, grid, mode=mode, padding_mode="zeros",
-                       align_corners=bool(align_corners))
-    out = (out + fill).astype(image.dtype)
+  n, ho, wo, _ = grid.shape
+  dtype = image.dtype
+  if (my, mx) != (1, 1):
+    grid = _footprint_grid(grid.astype(compute_dtype(grid.dtype)), my, mx)
+  if fill is not None:
+    image, padding_mode = image - fill, "zeros"
+  out = _sample_flat(image, grid, mode=mode, padding_mode=padding_mode,
+                     align_corners=bool(align_corners))
+  if (my, mx) != (1, 1):
+    out = out.reshape(n, ho, wo, my * mx, -1)
+    out = jnp.mean(out.astype(compute_dtype(out.dtype)), axis=3)
+  if fill is not None:
+    out = out + fill
+  out = out.astype(dtype)
   return out.reshape(batch + out.shape[1:])
 
 
 # The separable sampler: axis-aligned grids, two matrix products, no gather. --
 
 
-def _interpolation_matrix(coord, size: int, **kw):
-  """(..., S) coordinates -> (..., S, size) matrix whose rows hold each point's tap weights."""
+def _interpolation_matrix(coord, size: int, m: int = 1, **kw):
+  """(..., S) coordinates -> (..., S, size) matrix whose rows hold each point's tap weights
+  (with ``m`` > 1: the mean of the weights of its ``m`` sub-samples, see :func:`sample`'s
+  ``antialias``)."""
+  if m > 1:
+    coord = coord[..., None] + _subsample_offsets(m, coord.dtype) * _local_step(coord, -1)[
+        ..., None]  # (..., S, m)
   index, weight = _taps_1d(coord, size, **kw)
   weight = jnp.stack(weight, -1)
-  one_hot = index[..., None] == jnp.arange(size, dtype=jnp.int32)  # (..., S, K, size)
-  return jnp.einsum("...k,...kn->...n", weight, one_hot.astype(weight.dtype))
+  one_hot = index[..., None] == jnp.arange(size, dtype=jnp.int32)  # (..., S, [m,] K, size)
+  matrix = jnp.einsum("...k,...kn->...n", weight, one_hot.astype(weight.dtype))
+  return jnp.mean(matrix, axis=-2) if m > 1 else matrix
 
 
 def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str = "zeros",
-                     align_corners: bool = False, fill_value=None) -> jax.Array:
+                     align_corners: bool = False, fill_value=None, antialias=False) -> jax.Array:
   """Samples ``image`` on the axis-aligned grid spanned by ``x`` and ``y``.
 
   Equal to ``sample(image, grid)`` with ``grid[..., i, j, :] = (x[..., j],
@@ -353,7 +430,9 @@ def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str =
     image: ``(..., H, W, C)`` floating-point images.
     x: ``(..., Wo)`` normalised x coordinate of each output column.
     y: ``(..., Ho)`` normalised y coordinate of each output row.
-    mode, padding_mode, align_corners, fill_value: as in :func:`sample`.
+    mode, padding_mode, align_corners, fill_value, antialias: as in :func:`sample`
+      (the footprint of an axis-aligned grid is an axis-aligned box, so each axis's
+      interpolation matrix is the mean of its sub-samples' matrices).
 
   Returns:
     ``(..., Ho, Wo, C)`` samples, dtype of ``image``.
@@ -374,6 +453,7 @@ def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str =
   for name, arr in (("image", image), ("x", x), ("y", y)):
     _checks.check_floating(arr, name)
   fill = _fill_value(padding_mode, fill_value, image, ishape[-1])
+  my, mx = antialias_counts(antialias, ishape[-3:-1], (yshape[-1], xshape[-1]))
   image = jnp.asarray(image)
   ct = compute_dtype(jnp.result_type(x, y))
   if fill is not None:
@@ -382,8 +462,8 @@ def sample_separable(image, x, y, *, mode: str = "bilinear", padding_mode: str =
   else:
     shifted = image.astype(ct)
   kw = dict(mode=mode, padding_mode=padding_mode, align_corners=bool(align_corners))
-  ay = _interpolation_matrix(jnp.asarray(y, ct), ishape[-3], **kw)  # (..., Ho, H)
-  ax = _interpolation_matrix(jnp.asarray(x, ct), ishape[-2], **kw)  # (..., Wo, W)
+  ay = _interpolation_matrix(jnp.asarray(y, ct), ishape[-3], m=my, **kw)  # (..., Ho, H)
+  ax = _interpolation_matrix(jnp.asarray(x, ct), ishape[-2], m=mx, **kw)  # (..., Wo, W)
   out = jnp.einsum("...ih,...hwc,...jw->...ijc", ay, shifted, ax,
                    precision=jax.lax.Precision.HIGHEST)
   if fill is not None:

@@ -226,7 +226,7 @@ def use_separable(*, transform, separable: Optional[bool] = None,
 
 def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool] = None,
          mode: str = "bilinear", padding_mode: str = "zeros",
-         align_corners: bool = False, fill_value=None) -> jax.Array:
+         align_corners: bool = False, fill_value=None, antialias=False) -> jax.Array:
   """Warps images by transform parameters: grid generation and sampling in one call.
 
   Args:
@@ -238,7 +238,9 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
       only; the results are the same either way, up to float rounding).
       ``None`` (default): :func:`use_separable`'s platform default (TPU: yes;
       CPU, measured: no; GPU: no).
-    mode, padding_mode, align_corners, fill_value: as in :func:`sample`.
+    mode, padding_mode, align_corners, fill_value, antialias: as in :func:`sample`
+      (``antialias=True`` filters a warp that shrinks by its local scale; both samplers
+      give the same result).
 
   Returns:
     ``(..., Ho, Wo, C)`` warped images, dtype of ``image``.
@@ -256,7 +258,7 @@ def warp(image, params, out_hw, *, transform="affine", separable: Optional[bool]
         f"`params` must have one parameter vector per image: `image` has shape {ishape} (batch "
         f"{ishape[:-3]}) but `params` has shape {pshape} (batch {pshape[:-1]}).")
   sample_kwargs = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-                       fill_value=fill_value)
+                       fill_value=fill_value, antialias=antialias)
   if use_separable(transform=t, separable=separable):
     x, y = t.axes(params, out_hw, align_corners=align_corners)
     return sampling.sample_separable(image, x, y, **sample_kwargs)
