@@ -186,3 +186,25 @@ def test_the_3d_spatial_transformer_starts_at_the_identity_and_learns():
   assert all(jax.tree_util.tree_leaves(mask))  # all of it is the localisation net's
   with pytest.raises(ValueError, match=r"\(N, D, H, W, C\)"):
     st.apply({"params": params}, volume[0])
+
+
+def _scatters(argnums, mode):
+  """Scatter instructions in the optimised HLO of the jitted gradient of a 3-D warp. On a
+  CPU the suite's fast-compile flags (conftest.py) turn XLA's fusion emitters off, and XLA
+  then expands every scatter into a loop; the program is compiled with them on, as the
+  trainer and the benchmarks compile it."""
+  def loss(volume, theta, weights):
+    return jnp.sum(ops.warp_3d(volume, theta, (3, 4, 5), mode=mode) * weights)
+  args = (jnp.ones((2, 3, 4, 5, 2)), jnp.tile(jnp.eye(3, 4), (2, 1, 1)), jnp.ones((2, 3, 4, 5, 2)))
+  options = {"xla_cpu_use_fusion_emitters": True} if jax.default_backend() == "cpu" else None
+  text = jax.jit(jax.grad(loss, argnums), compiler_options=options).lower(*args).compile().as_text()
+  return sum(" scatter(" in line for line in text.splitlines())
+
+
+@pytest.mark.parametrize("mode", ops.MODES_3D)
+def test_the_volumes_gradient_is_one_scatter_add_and_thetas_alone_none(mode):
+  # JAX's own derivative of the per-tap gathers scattered once per tap (8 for trilinear);
+  # the custom JVP's volume tangent is one gather of all taps, so one scatter-add.
+  assert _scatters((0, 1), mode) == 1
+  assert _scatters(0, mode) == 1
+  assert _scatters(1, mode) == 0
