@@ -148,9 +148,15 @@ def _taps_1d(coord, size: int, *, mode: str, padding_mode: str, align_corners: b
 def antialias_counts(antialias, in_hw, out_hw) -> tuple[int, int]:
   """Sub-samples per output pixel along ``(y, x)`` for the samplers' ``antialias``.
 
-  ``False``: ``(1, 1)``, plain sampling. ``True``: the source pixels per output pixel of a
-  grid that spans the whole image, ``ceil(H / Ho)`` and ``ceil(W / Wo)`` (1 where the
-  warp does not shrink). An int ``m`` or a pair ``(my, mx)``: that many.
+  Args:
+    antialias: ``False``: plain sampling. ``True``: the source pixels per output pixel of
+      a grid that spans the whole image, ``ceil(H / Ho)`` and ``ceil(W / Wo)`` (1 where
+      the warp does not shrink). An int ``m`` or a pair ``(my, mx)``: that many.
+    in_hw: ``(H, W)`` of the image.
+    out_hw: ``(Ho, Wo)`` of the grid.
+
+  Returns:
+    ``(my, mx)``, each at least 1; ``(1, 1)`` is plain sampling.
 
   >>> antialias_counts(True, (448, 448), (224, 224)), antialias_counts(3, (8, 8), (8, 8))
   ((2, 2), (3, 3))
