@@ -1,15 +1,13 @@
 """What the samplers' gradients compile to: the gradient with respect to the grid alone
 (the MNIST transformers' case: the input is data) builds no scatter, since the image's
 tangent is a symbolic zero and its transpose, the scatter-add, is never written; with the
-image's gradient there is exactly one scatter-add, for all taps together. (Under XLA's
-default flags that is one ``scatter`` instruction; docs/ops.md says so.)"""
-
-import re
+image's gradient there is exactly one scatter-add, for all taps together."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from hlo_counts import scatters
 from stn_jax import ops
 
 
@@ -22,12 +20,7 @@ def _scatters(argnums, mode, antialias=False):
     out = ops.warp(image, theta, (6, 6), mode=mode, antialias=antialias)
     return jnp.sum(out * cotangent)
 
-  hlo = jax.jit(jax.value_and_grad(loss, argnums=argnums)).lower(
-      image, theta, cotangent).compile().as_text()
-  # The scatters' sources, by the op_name that XLA keeps on every instruction made from
-  # one: under this suite's fast-compile flags (conftest.py) XLA expands a scatter into a
-  # loop, whose instructions keep the name.
-  return len(set(re.findall(r'op_name="([^"]*/scatter-add)"', hlo)))
+  return scatters(jax.value_and_grad(loss, argnums=argnums), image, theta, cotangent)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
